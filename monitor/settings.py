@@ -1,0 +1,233 @@
+"""One typed settings object for every finsent process.
+
+Values come, lowest priority first, from defaults, a TOML config file,
+environment variables (`FINSENT_` prefix, `__` between levels, e.g.
+`FINSENT_KAFKA__BOOTSTRAP=broker:9092`) and CLI flags. Secrets are
+`SecretStr` (masked in logs and dumps) and may be read from files so they
+never sit in a config file or a process listing.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "finsent-minilm-l6"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message is one line for the user."""
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    # "embedded" turns on the workarounds the tansu broker needs (FACTS.md);
+    # against a real Kafka cluster keep "kafka".
+    profile: Literal["kafka", "embedded"] = "kafka"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    session_timeout_s: float | None = None  # None: profile default
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        if self.sasl_password is None and self.sasl_password_file is not None:
+            try:
+                secret = self.sasl_password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read sasl_password_file {self.sasl_password_file}: {exc}") from exc
+            self.sasl_password = SecretStr(secret)
+        if self.security_protocol.startswith("SASL"):
+            if not self.sasl_mechanism:
+                self.sasl_mechanism = "PLAIN"
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and a password")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            p = getattr(self, name)
+            if p is not None and not Path(p).is_file():
+                raise ValueError(f"{name} {p} does not exist")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.profile == "embedded"
+
+    @property
+    def session_timeout(self) -> float:
+        if self.session_timeout_s is not None:
+            return self.session_timeout_s
+        # tansu's JoinGroup waits half the session timeout: keep it short there.
+        return 3.0 if self.embedded else 30.0
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.security_protocol.endswith("SSL"):
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        if self.ssl_certfile:
+            ctx.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None)
+        ctx.check_hostname = self.ssl_check_hostname
+        return ctx
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Keyword arguments shared by kafka-python producers, consumers and admin clients."""
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap.split(",") if s.strip()],
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+            cfg["sasl_plain_username"] = self.sasl_username
+            cfg["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        ctx = self.ssl_context()
+        if ctx is not None:
+            cfg["ssl_context"] = ctx
+        return cfg
+
+    def consumer_timeouts(self) -> dict[str, int]:
+        session_ms = int(self.session_timeout * 1000)
+        return {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(200, session_ms // 4)}
+
+
+class TopicSettings(BaseModel):
+    inputs: list[str] = Field(default_factory=lambda: ["finsent.news", "finsent.comments"])
+    scored: str = "finsent.scored"
+    trends: str = "finsent.trends"
+    alerts: str = "finsent.alerts"
+    deadletter: str = "finsent.deadletter"
+    # Internal repartition topic: one event per (item, dimension:key).
+    trend_events: str = "finsent.trend-events"
+    partitions: int = Field(4, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1)
+
+    @field_validator("inputs")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one input topic is needed")
+        return v
+
+    def all_topics(self) -> list[str]:
+        return [*self.inputs, self.scored, self.trends, self.alerts, self.deadletter, self.trend_events]
+
+
+class ModelSettings(BaseModel):
+    path: Path = DEFAULT_BUNDLE
+    variant: Literal["auto", "int8", "fp32"] = "auto"
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime default")
+    batch_size: int = Field(32, ge=1, le=1024)
+    max_wait_ms: float = Field(20.0, ge=0, le=10_000)
+    # Check the bundle directory for a new version this often (hot swap).
+    reload_interval_s: float = Field(5.0, ge=0)
+
+
+class WindowSettings(BaseModel):
+    size_s: float = Field(60.0, gt=0)
+    allowed_lateness_s: float = Field(10.0, ge=0)
+    idle_s: float = Field(5.0, gt=0, description="advance the watermark with wall time after this much quiet")
+    evidence_size: int = Field(3, ge=1, le=20)
+    tick_interval_s: float = Field(1.0, gt=0)
+
+
+class SurgeSettings(BaseModel):
+    k: float = Field(3.0, gt=0)
+    min_volume: int = Field(20, ge=1)
+    min_share: float = Field(0.4, ge=0, le=1)
+    alpha: float = Field(0.1, gt=0, le=1)
+    warmup_windows: int = Field(5, ge=0)
+    resolve_k: float = Field(1.5, ge=0)
+    resolve_windows: int = Field(2, ge=1)
+    cooldown_s: float = Field(300.0, ge=0)
+    min_std: float = Field(0.05, gt=0)
+
+
+class MetricsSettings(BaseModel):
+    enabled: bool = True
+    # Loopback by default: exposing /metrics wider is an explicit decision.
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
+class WorkerSettings(BaseModel):
+    app_id: str = "finsent"
+    datadir: Path = Path("var/faust")
+    store: str = "memory://"
+    web_port: int = Field(6066, ge=0, le=65535)
+    max_message_bytes: int = Field(1_000_000, ge=1024)
+    watchlist: Path | None = None
+    max_metric_entities: int = Field(50, ge=0)
+    commit_interval_s: float = Field(2.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FINSENT_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    windows: WindowSettings = Field(default_factory=WindowSettings)
+    surge: SurgeSettings = Field(default_factory=SurgeSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def redacted(self) -> dict[str, Any]:
+        """A dump safe to log: secrets masked, paths as strings."""
+        return self.model_dump(mode="json")
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "settings"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Defaults < config file < environment < overrides (CLI flags, nested dicts)."""
+    file_data = read_config_file(config_file) if config_file else {}
+    if config_file is None and (env_file := os.environ.get("FINSENT_CONFIG")):
+        file_data = read_config_file(env_file)
+    try:
+        from_env = Settings().model_dump(exclude_unset=True)
+        merged = _deep_merge(_deep_merge(file_data, from_env), overrides or {})
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
