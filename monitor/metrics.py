@@ -1,0 +1,117 @@
+"""Prometheus metrics of the worker (names are the contract in DESIGN.md).
+
+Every metric lives in one `CollectorRegistry` per worker so tests and
+several workers in one process never collide. Label values for entities
+are bounded: only watchlist companies (or the first `max_entities` seen)
+get a series of their own, everything else is folded into "other".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+OTHER = "other"
+
+
+class Metrics:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, entity_allowed: Callable[[str], bool] | None = None
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages = Counter(
+            "finsent_messages", "Items scored, by input stream, topic and sentiment", ["stream", "topic", "sentiment"],
+            registry=r,
+        )  # fmt: skip
+        self.invalid = Counter(
+            "finsent_invalid_messages", "Messages sent to the dead-letter topic, by reason", ["reason"], registry=r
+        )
+        self.deadletter = Counter(
+            "finsent_deadletter", "Dead-letter records written, by reason", ["reason"], registry=r
+        )
+        self.scoring_seconds = Histogram(
+            "finsent_scoring_seconds", "Model time per micro-batch (tokenise + ONNX)", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "finsent_batch_size", "Items per scoring micro-batch", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.lag = Histogram(
+            "finsent_end_to_end_lag_seconds", "Kafka timestamp of the input to scored item written",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        dk = ["dimension", "key"]
+        self.negative_share = Gauge(
+            "finsent_negative_share", "Negative share of the last closed window", dk, registry=r
+        )
+        self.sentiment_mean = Gauge(
+            "finsent_sentiment_mean", "Mean sentiment score of the last closed window", dk, registry=r
+        )
+        self.zscore = Gauge(
+            "finsent_surge_zscore", "Z-score of the last window's negative share vs baseline", dk, registry=r
+        )
+        self.window_count = Gauge("finsent_window_count", "Items in the last closed window", dk, registry=r)
+        self.baseline = Gauge("finsent_baseline_negative_share", "EW baseline of the negative share", dk, registry=r)
+        self.surge_active = Gauge(
+            "finsent_surge_active", "1 while the in-stream surge rule fires", [*dk, "severity"], registry=r
+        )
+        self.alerts = Counter("finsent_alerts", "Surge alerts fired", ["dimension", "severity"], registry=r)
+        self.model_info = Gauge(
+            "finsent_model_info", "Model bundle in service", ["name", "version", "sha256"], registry=r
+        )
+        self.model_loaded = Gauge("finsent_model_loaded", "1 when a model bundle is in service", registry=r)
+        self.model_reloads = Counter("finsent_model_reloads", "Bundle swap attempts", ["result"], registry=r)
+        self.consumer_lag = Gauge(
+            "finsent_consumer_lag", "Messages behind the end of the partition", ["topic", "partition"], registry=r
+        )
+        self.last_scored = Gauge(
+            "finsent_last_scored_timestamp_seconds", "Unix time of the last scored item", registry=r
+        )
+        self.late_items = Counter(
+            "finsent_late_items", "Items too late for their window (counted, not windowed)", ["dimension"], registry=r
+        )
+        self.duplicates = Counter(
+            "finsent_duplicate_items", "Redelivered items not counted twice in a window", registry=r
+        )
+        self._entity_allowed = entity_allowed or (lambda _k: False)
+        self._entities_seen: set[str] = set()
+        self._max_entities = 50
+        self._lock = threading.Lock()
+        self._model_labels: tuple[str, str, str] | None = None
+
+    def set_entity_policy(self, allowed: Callable[[str], bool], max_entities: int) -> None:
+        self._entity_allowed = allowed
+        self._max_entities = max_entities
+
+    def key_label(self, dimension: str, key: str) -> str:
+        """Bounded label value: watchlist entities always, others while under the cap, then 'other'."""
+        if dimension != "entity":
+            return key
+        if self._entity_allowed(key):
+            return key
+        with self._lock:
+            if key in self._entities_seen:
+                return key
+            if len(self._entities_seen) < self._max_entities:
+                self._entities_seen.add(key)
+                return key
+        return OTHER
+
+    def set_model(self, name: str, version: str, sha256: str) -> None:
+        labels = (name, version, sha256)
+        if self._model_labels and self._model_labels != labels:
+            self.model_info.remove(*self._model_labels)
+        self._model_labels = labels
+        self.model_info.labels(*labels).set(1)
+        self.model_loaded.set(1)
+
+    def clear_model(self) -> None:
+        if self._model_labels:
+            self.model_info.remove(*self._model_labels)
+            self._model_labels = None
+        self.model_loaded.set(0)

@@ -1,0 +1,70 @@
+"""The model in service, and swapping it for a new bundle without a restart.
+
+The worker polls the bundle directory's manifest; when it changes, the new
+bundle is loaded and verified in a thread and swapped in only if every
+check passes (hashes, labels, ONNX loads, a smoke prediction). A corrupt
+bundle is refused with one log line and the old model stays in service.
+InferenceSession.run is thread-safe, so replacing the reference is enough.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from monitor.bundle import MANIFEST, BundleError, load_bundle
+from monitor.scorer import Scorer, TaskScore
+
+log = logging.getLogger(__name__)
+
+SMOKE_TEXT = "Shares fell sharply after the company cut its profit forecast."
+
+
+def _stamp(paths: Sequence[Path]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for p in paths:
+        try:
+            st = (Path(p) / MANIFEST).stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((0, 0))
+    return tuple(out)
+
+
+class ModelService:
+    def __init__(self, paths: Sequence[Path], variant: str = "auto", providers: str = "auto", threads: int = 0) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.variant = variant
+        self.providers = providers
+        self.threads = threads
+        self.scorer = self._load()
+        self._stamp = _stamp(self.paths)
+
+    def _load(self) -> Scorer:
+        scorer = Scorer([load_bundle(p, self.variant) for p in self.paths], self.providers, self.threads)
+        if "sentiment" not in scorer.tasks:
+            raise BundleError("no bundle provides the 'sentiment' task")
+        result = scorer.score([SMOKE_TEXT])
+        if len(result) != 1 or set(result[0]) != scorer.tasks:
+            raise BundleError("smoke prediction did not return every task")
+        return scorer
+
+    def score(self, texts: Sequence[str]) -> list[dict[str, TaskScore]]:
+        return self.scorer.score(texts)
+
+    def maybe_reload(self) -> bool | None:
+        """Reload if the manifest changed. True: swapped; False: refused; None: unchanged."""
+        stamp = _stamp(self.paths)
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        old = self.scorer.ident
+        try:
+            new = self._load()
+        except (BundleError, OSError) as exc:
+            log.error("model bundle refused, keeping %s %s in service: %s", old["name"], old["version"], exc)
+            return False
+        self.scorer = new
+        log.info("model swapped: %s %s -> %s %s", old["name"], old["version"], new.ident["name"], new.ident["version"])
+        return True

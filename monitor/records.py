@@ -1,0 +1,83 @@
+"""Output records (scored items, trend events, trend windows) as plain dicts.
+
+Pure functions: the Faust agents only call these and send the result, so
+the exact fields other systems consume are tested without Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from monitor.scorer import TaskScore, sentiment_score
+
+EVIDENCE_TEXT_CHARS = 280
+
+
+def scored_record(
+    item: Mapping[str, Any],
+    scores: Mapping[str, TaskScore],
+    entities: Sequence[str],
+    model: Mapping[str, str],
+    *,
+    event_ms: int,
+    event_time_source: str,
+    scored_at_ms: int,
+    stream: str,
+) -> dict[str, Any]:
+    """The input item (unknown fields included) plus topic, sentiment, entities, model and timing."""
+    out = dict(item)
+    if "topic" in scores:
+        t = scores["topic"]
+        out["topic"] = {"label": t.label, "confidence": round(t.confidence, 5), "probs": t.probs}
+    if "sentiment" in scores:
+        s = scores["sentiment"]
+        out["sentiment"] = {
+            "label": s.label,
+            "confidence": round(s.confidence, 5),
+            "score": round(sentiment_score(s.probs), 5),
+            "probs": s.probs,
+        }
+    out["entities"] = list(entities)
+    out["model"] = dict(model)
+    out["stream"] = stream
+    out["event_time"] = event_ms
+    out["event_time_source"] = event_time_source
+    out["scored_at"] = scored_at_ms
+    out["lag_ms"] = max(0, scored_at_ms - event_ms)
+    return out
+
+
+def trend_keys(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(dimension, key) pairs an item counts towards: all, its topic, each entity."""
+    keys = [("all", "all")]
+    topic = record.get("topic")
+    if isinstance(topic, Mapping) and topic.get("label"):
+        keys.append(("topic", str(topic["label"])))
+    keys.extend(("entity", str(e)) for e in record.get("entities", ()))
+    return keys
+
+
+def trend_event(record: Mapping[str, Any], dimension: str, key: str) -> dict[str, Any]:
+    """The small message re-keyed to `dimension:key` for the window aggregation."""
+    sent = record.get("sentiment") or {}
+    return {
+        "dimension": dimension,
+        "key": key,
+        "event_ms": int(record["event_time"]),
+        "id": str(record["id"]),
+        "sentiment": sent.get("label", "neutral"),
+        "score": float(sent.get("score", 0.0)),
+        "evidence": {
+            "id": str(record["id"]),
+            "text": str(record.get("text", ""))[:EVIDENCE_TEXT_CHARS],
+            "title": record.get("title"),
+            "source": record.get("source"),
+            "url": record.get("url"),
+            "score": float(sent.get("score", 0.0)),
+        },
+    }
+
+
+def key_of(dimension: str, key: str) -> str:
+    return f"{dimension}:{key}"

@@ -1,0 +1,327 @@
+"""The Faust worker: thin wiring of Kafka topics to the plain functions.
+
+Two agents:
+
+* `score` consumes the input topics (raw bytes), validates, scores in
+  micro-batches (many concurrent actors feed one `MicroBatcher`), writes
+  the scored item and one trend event per `dimension:key` it counts
+  towards to an internal topic keyed by `dimension:key`. That topic is the
+  repartition step (an item fans out to several keys, which `group_by`
+  cannot express), so every key's windows live on exactly one worker.
+* `aggregate` consumes the trend events and keeps each key's windows,
+  baseline and surge state in a changelog-backed table. A timer sends a
+  tick to every partition; on a tick the agent closes due windows of the
+  keys in that partition (table writes must happen inside that
+  partition's stream so the changelog stays co-partitioned), emits trend
+  windows and alerts, and updates the gauges.
+
+Outputs are sent immediately (`force=True`); Faust flushes the producer
+before each offset commit, so the guarantee is at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from monitor import entities as ent
+from monitor import surge as surge_mod
+from monitor import validate as val
+from monitor import windows as win
+from monitor.batcher import MicroBatcher
+from monitor.metrics import Metrics
+from monitor.model_service import ModelService
+from monitor.records import key_of, scored_record, trend_event, trend_keys
+from monitor.scorer import TaskScore, model_text
+from monitor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "windows"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    urls = ";".join(f"kafka://{h.strip()}" for h in k.bootstrap.split(",") if h.strip())
+    kw: dict[str, Any] = {"broker": urls}
+    if k.security_protocol.startswith("SASL"):
+        assert k.sasl_password is not None
+        kw["broker_credentials"] = faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value(),
+            mechanism=k.sasl_mechanism,
+            ssl_context=k.ssl_context(),
+        )
+    elif k.security_protocol == "SSL":
+        kw["broker_credentials"] = faust.SSLCredentials(k.ssl_context())
+    session = k.session_timeout
+    kw["broker_session_timeout"] = session
+    kw["broker_heartbeat_interval"] = max(0.2, session / 4)
+    if k.embedded:
+        # tansu's ListOffsets bug makes table recovery lose or overrun the last
+        # changelog record unless every record is its own batch (FACTS.md).
+        kw["producer_max_batch_size"] = 1
+    return kw
+
+
+class Pipeline:
+    """Per-process state shared by the agents: model, batcher, metrics, watchlist."""
+
+    def __init__(self, settings: Settings, models: ModelService, metrics: Metrics) -> None:
+        self.settings = settings
+        self.models = models
+        self.metrics = metrics
+        wl = settings.worker.watchlist
+        self.watchlist = ent.Watchlist.from_file(wl) if wl else ent.default_watchlist()
+        metrics.set_entity_policy(self.watchlist.contains, settings.worker.max_metric_entities)
+        self.batcher: MicroBatcher[dict[str, TaskScore]] = MicroBatcher(
+            models.score,
+            max_batch=settings.model.batch_size,
+            max_wait_s=settings.model.max_wait_ms / 1000,
+            on_batch=self._on_batch,
+        )
+        w = settings.windows
+        self.window_cfg = win.WindowConfig(
+            size_ms=int(w.size_s * 1000),
+            allowed_lateness_ms=int(w.allowed_lateness_s * 1000),
+            evidence_size=w.evidence_size,
+        )
+        s = settings.surge
+        self.surge_cfg = surge_mod.SurgeConfig(
+            k=s.k,
+            min_volume=s.min_volume,
+            min_share=s.min_share,
+            alpha=s.alpha,
+            warmup_windows=s.warmup_windows,
+            resolve_k=s.resolve_k,
+            resolve_windows=s.resolve_windows,
+            cooldown_ms=int(s.cooldown_s * 1000),
+            min_std=s.min_std,
+        )
+        self.watermarks: dict[int, win.Watermark] = {}
+        ident = models.scorer.ident
+        metrics.set_model(ident["name"], ident["version"], ident["sha256"])
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.scoring_seconds.observe(seconds)
+
+    def watermark(self, partition: int) -> win.Watermark:
+        wm = self.watermarks.get(partition)
+        if wm is None:
+            wm = self.watermarks[partition] = win.Watermark(idle_ms=int(self.settings.windows.idle_s * 1000))
+        return wm
+
+
+def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
+    t = settings.topics
+    w = settings.worker
+    datadir = Path(w.datadir)
+    app = faust.App(
+        w.app_id,
+        store=w.store,
+        datadir=str(datadir),
+        topic_partitions=t.partitions,
+        topic_replication_factor=t.replication_factor,
+        processing_guarantee="at_least_once",
+        table_standby_replicas=0,
+        broker_commit_interval=w.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        web_bind="127.0.0.1",
+        web_port=w.web_port,
+        web_in_thread=False,
+        **faust_broker_kwargs(settings),
+    )
+    metrics = pipeline.metrics
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    inputs = app.topic(*t.inputs, **raw)
+    scored = app.topic(t.scored, key_serializer="raw", value_serializer="json")
+    trends = app.topic(t.trends, key_serializer="raw", value_serializer="json")
+    alerts = app.topic(t.alerts, key_serializer="raw", value_serializer="json")
+    deadletter = app.topic(t.deadletter, key_serializer="raw", value_serializer="json")
+    events = app.topic(
+        t.trend_events, key_type=bytes, key_serializer="raw", value_serializer="json", partitions=t.partitions
+    )
+    table = app.Table(TABLE_NAME, default=None, partitions=t.partitions, key_serializer="raw", value_serializer="json")
+
+    async def dead(raw_value: bytes | None, reason: str, detail: str, msg: Any) -> None:
+        record = val.dead_letter_record(
+            raw_value,
+            val.Invalid(reason, detail),
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            kafka_ts_ms=int(msg.timestamp * 1000) if msg.timestamp else None,
+            now_ms=now_ms(),
+        )
+        await deadletter.send(value=record, force=True)
+        metrics.invalid.labels(reason).inc()
+        metrics.deadletter.labels(reason).inc()
+
+    async def handle_input(event: faust.types.EventT) -> None:
+        msg = event.message
+        raw_value: bytes | None = msg.value
+        kafka_ts = int(msg.timestamp * 1000) if msg.timestamp else None
+        try:
+            result = val.validate(raw_value, kafka_ts_ms=kafka_ts, max_bytes=w.max_message_bytes, now_ms=now_ms())
+            if isinstance(result, val.Invalid):
+                await dead(raw_value, result.reason, result.detail, msg)
+                return
+            item = result
+            scorer = pipeline.models.scorer
+            text = model_text(item.text, item.title, scorer.max_length)
+            scores = await pipeline.batcher.score(text)
+            found = ent.extract_entities(
+                f"{item.title or ''} {item.text[: scorer.max_length * 16]}", item.tickers, pipeline.watchlist
+            )
+            event_ms, source = val.event_time_ms(item, kafka_ts, now_ms())
+            done = now_ms()
+            record = scored_record(
+                item.to_dict(),
+                scores,
+                found,
+                pipeline.models.scorer.ident,
+                event_ms=event_ms,
+                event_time_source=source,
+                scored_at_ms=done,
+                stream=msg.topic,
+            )
+            await scored.send(key=str(item.id).encode(), value=record, force=True)
+            for dim, key in trend_keys(record):
+                k = key_of(dim, key).encode()
+                await events.send(key=k, value=trend_event(record, dim, key), force=True)
+            topic_label = record.get("topic", {}).get("label", "none")
+            metrics.messages.labels(msg.topic, topic_label, record["sentiment"]["label"]).inc()
+            if kafka_ts:
+                metrics.lag.observe(max(0.0, (done - kafka_ts) / 1000))
+            metrics.last_scored.set(done / 1000)
+        except Exception as exc:
+            # Never die on data: anything unexpected goes to the dead-letter topic.
+            log.exception("processing failed for %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            await dead(raw_value, "processing_error", f"{type(exc).__name__}: {exc}"[:500], msg)
+
+    @app.agent(inputs, concurrency=max(1, settings.model.batch_size))
+    async def score(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await handle_input(event)
+
+    def publish_gauges(dim: str, key: str, closed: Any, stats: Any) -> None:
+        label = metrics.key_label(dim, key)
+        metrics.negative_share.labels(dim, label).set(closed.negative_share)
+        metrics.sentiment_mean.labels(dim, label).set(closed.mean_score)
+        metrics.window_count.labels(dim, label).set(closed.count)
+        metrics.zscore.labels(dim, label).set(stats.zscore)
+        metrics.baseline.labels(dim, label).set(stats.baseline_mean)
+
+    async def emit_alert(dim: str, key: str, alert: Any) -> None:
+        body = alert.to_dict()
+        await alerts.send(key=key_of(dim, key).encode(), value=body, force=True)
+        label = metrics.key_label(dim, key)
+        if body["state"] == "firing":
+            metrics.alerts.labels(dim, body["severity"]).inc()
+            metrics.surge_active.labels(dim, label, body["severity"]).set(1)
+        else:
+            for sev in ("warning", "critical"):
+                metrics.surge_active.labels(dim, label, sev).set(0)
+
+    async def close_key(k: str, state: dict[str, Any], watermark_ms: int) -> dict[str, Any]:
+        dim, _, key = k.partition(":")
+        windows_state, closed = win.close_due(state.get("w"), watermark_ms=watermark_ms, cfg=pipeline.window_cfg)
+        state["w"] = windows_state
+        for cw in closed:
+            surge_state, stats, alert = surge_mod.evaluate(state.get("s"), cw, pipeline.surge_cfg, now_ms())
+            state["s"] = surge_state
+            body = cw.to_dict() if hasattr(cw, "to_dict") else dict(cw.__dict__)
+            body.update(
+                dimension=dim,
+                key=key,
+                baseline_mean=stats.baseline_mean,
+                baseline_std=stats.baseline_std,
+                zscore=stats.zscore,
+            )
+            body.pop("evidence", None)
+            await trends.send(key=k.encode(), value=body, force=True)
+            publish_gauges(dim, key, cw, stats)
+            if alert is not None:
+                await emit_alert(dim, key, alert)
+        return state
+
+    @app.agent(events)
+    async def aggregate(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            value = event.value
+            partition = msg.partition
+            try:
+                wm = pipeline.watermark(partition)
+                if isinstance(value, dict) and "tick" in value:
+                    watermark = wm.current(now_ms())
+                    for k, state in list(table.items()):
+                        if not isinstance(state, dict) or state.get("p") != partition:
+                            continue
+                        before = repr(state)
+                        state = await close_key(k, state, watermark)
+                        if repr(state) != before:
+                            table[k] = state
+                    continue
+                k = msg.key.decode() if isinstance(msg.key, bytes) else str(msg.key)
+                wm.observe(int(value["event_ms"]), now_ms())
+                state = table.get(k) or {}
+                state["p"] = partition
+                windows_state, outcome = win.add_event(
+                    state.get("w"),
+                    event_ms=int(value["event_ms"]),
+                    item_id=str(value["id"]),
+                    sentiment=str(value["sentiment"]),
+                    score=float(value["score"]),
+                    evidence=value.get("evidence") or {},
+                    cfg=pipeline.window_cfg,
+                )
+                state["w"] = windows_state
+                if outcome == "late":
+                    metrics.late_items.labels(value.get("dimension", "?")).inc()
+                elif outcome == "duplicate":
+                    metrics.duplicates.inc()
+                table[k] = state
+            except Exception:
+                log.exception("aggregation failed for %s[%s]@%s", msg.topic, partition, msg.offset)
+
+    @app.timer(settings.windows.tick_interval_s)
+    async def tick() -> None:
+        stamp = {"tick": now_ms()}
+        for p in range(t.partitions):
+            await events.send(value=stamp, partition=p, force=True)
+
+    @app.timer(5.0)
+    async def housekeeping() -> None:
+        swapped = await asyncio.get_running_loop().run_in_executor(None, pipeline.models.maybe_reload)
+        if swapped is not None:
+            metrics.model_reloads.labels("swapped" if swapped else "refused").inc()
+            if swapped:
+                ident = pipeline.models.scorer.ident
+                metrics.set_model(ident["name"], ident["version"], ident["sha256"])
+        consumer = app.consumer
+        for tp in list(consumer.assignment()):
+            if tp.topic not in t.inputs:
+                continue
+            try:
+                high = consumer.highwater(tp)
+                pos = await consumer.position(TP(tp.topic, tp.partition))
+            except Exception:
+                continue
+            if high is not None and pos is not None:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))
+
+    app.finsent_table = table  # type: ignore[attr-defined]
+    return app

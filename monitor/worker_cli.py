@@ -1,0 +1,115 @@
+"""`finsent worker`: run one stream-processing worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from monitor.bundle import BundleError
+from monitor.cli import CliError
+from monitor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "worker",
+        help="run a stream worker (scores, aggregates, alerts)",
+        description=(
+            "Consume the news and comment topics, score every item with the model bundle, write scored "
+            "items, trend windows and surge alerts to Kafka, and serve Prometheus metrics. Start several "
+            "workers with the same app id to share the partitions."
+        ),
+    )
+    p.add_argument(
+        "--model", metavar="DIR", action="append", help="model bundle directory (repeat for single-task bundles)"
+    )
+    p.add_argument("--variant", choices=["auto", "int8", "fp32"], help="which ONNX file of the bundle to serve")
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = disabled)")
+    p.add_argument("--metrics-host", help="bind address for /metrics (default 127.0.0.1)")
+    p.add_argument("--web-port", type=int, help="Faust's internal web port (loopback)")
+    p.add_argument("--datadir", help="directory for table state")
+    p.add_argument("--app-id", help="consumer group / application id")
+    p.add_argument("--window", type=float, metavar="SECONDS", help="tumbling window size")
+    p.add_argument("--batch-size", type=int, help="max items per scoring micro-batch")
+    p.add_argument("--no-create-topics", action="store_true", help="do not create missing topics at start")
+    p.set_defaults(func=run, settings_overrides=overrides)
+    return p
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, dict[str, Any]] = {"model": {}, "metrics": {}, "worker": {}, "windows": {}}
+    if args.model:
+        o["model"]["path"] = args.model[0]
+    if args.variant:
+        o["model"]["variant"] = args.variant
+    if args.batch_size:
+        o["model"]["batch_size"] = args.batch_size
+    if args.metrics_port is not None:
+        o["metrics"]["port"] = args.metrics_port
+        o["metrics"]["enabled"] = args.metrics_port != 0
+    if args.metrics_host:
+        o["metrics"]["host"] = args.metrics_host
+    if args.web_port is not None:
+        o["worker"]["web_port"] = args.web_port
+    if args.datadir:
+        o["worker"]["datadir"] = args.datadir
+    if args.app_id:
+        o["worker"]["app_id"] = args.app_id
+    if args.window:
+        o["windows"]["size_s"] = args.window
+    return {k: v for k, v in o.items() if v}
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    extra = [Path(p) for p in (args.model or [])[1:]]
+    return run_worker(settings, extra_models=extra, create_topics=not args.no_create_topics)
+
+
+def run_worker(settings: Settings, extra_models: list[Path] | None = None, create_topics: bool = True) -> int:
+    import faust
+    from faust.sensors.prometheus import setup_prometheus_sensors
+    from prometheus_client import start_http_server
+
+    from monitor.broker import create_topics as make_topics
+    from monitor.metrics import Metrics
+    from monitor.model_service import ModelService
+    from monitor.worker import Pipeline, create_app
+
+    log.info("settings: %s", settings.redacted())
+    try:
+        models = ModelService(
+            [settings.model.path, *(extra_models or [])],
+            variant=settings.model.variant,
+            providers=settings.model.providers,
+            threads=settings.model.intra_op_threads,
+        )
+    except BundleError as exc:
+        raise CliError(f"cannot load model bundle: {exc}") from None
+    metrics = Metrics()
+    pipeline = Pipeline(settings, models, metrics)
+    if create_topics:
+        try:
+            make_topics(
+                settings.kafka.bootstrap,
+                settings.topics.all_topics(),
+                settings.topics.partitions,
+                settings.topics.replication_factor,
+                **{k: v for k, v in settings.kafka.kafka_python_config().items() if k != "bootstrap_servers"},
+            )
+        except Exception as exc:
+            raise CliError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc}") from None
+    app = create_app(settings, pipeline)
+    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
+    if settings.metrics.enabled:
+        try:
+            start_http_server(settings.metrics.port, addr=settings.metrics.host, registry=metrics.registry)
+        except OSError as exc:
+            raise CliError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc}") from None
+        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, settings.metrics.port)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    worker.execute_from_commandline()
+    return 0

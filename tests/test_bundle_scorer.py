@@ -1,0 +1,126 @@
+"""Bundle verification and ONNX scoring on a tiny real ONNX bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from monitor.bundle import BundleError, load_bundle, write_manifest
+from monitor.model_service import ModelService
+from monitor.scorer import Scorer, model_text, sentiment_score
+from tests.tiny_bundle import make_bundle
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    return make_bundle(tmp_path / "b")
+
+
+def test_load_bundle_verifies_and_describes(bundle: Path) -> None:
+    b = load_bundle(bundle)
+    assert b.variant == "int8"
+    assert set(b.tasks) == {"topic", "sentiment"}
+    assert b.tasks["sentiment"].labels == ("negative", "neutral", "positive")
+    assert len(b.sha256) == 64
+
+
+def test_tampered_file_is_refused(bundle: Path) -> None:
+    with open(bundle / "model.int8.onnx", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(bundle)
+
+
+def test_truncated_model_is_refused(bundle: Path) -> None:
+    data = (bundle / "model.int8.onnx").read_bytes()
+    (bundle / "model.int8.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda m: m["tasks"]["sentiment"].update(labels=["pos", "neg", "neu"]), "labels must be"),
+        (lambda m: m.pop("tasks"), "lacks 'tasks'"),
+        (lambda m: m.update(max_length=2), "max_length"),
+        (lambda m: m.update(normalization_version="999"), "normalisation"),
+        (lambda m: m["files"].pop("model.int8.onnx"), "no model"),
+    ],
+)
+def test_bad_manifest_is_refused(bundle: Path, mutate, message: str) -> None:
+    path = bundle / "manifest.json"
+    m = json.loads(path.read_text())
+    mutate(m)
+    path.write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle)
+
+
+def test_missing_bundle_dir_and_bad_json(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="not a directory"):
+        load_bundle(tmp_path / "nope")
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not readable JSON"):
+        load_bundle(tmp_path)
+
+
+def test_scorer_predicts_and_pads_per_batch(bundle: Path) -> None:
+    scorer = Scorer([load_bundle(bundle)], providers="cpu")
+    texts = ["shares plunge after fraud lawsuit", "record profit and strong growth", "the company"]
+    out = scorer.score(texts)
+    assert [o["sentiment"].label for o in out] == ["negative", "positive", "neutral"]
+    assert sentiment_score(out[0]["sentiment"].probs) < -0.5 < 0.5 < sentiment_score(out[1]["sentiment"].probs)
+    for o in out:
+        assert abs(sum(o["topic"].probs.values()) - 1) < 1e-3
+    # Batch composition must not change a text's scores (padding is masked).
+    alone = scorer.score([texts[2]])[0]["sentiment"].probs
+    assert alone == pytest.approx(out[2]["sentiment"].probs, abs=1e-4)
+
+
+def test_separate_single_task_bundles_combine(tmp_path: Path) -> None:
+    topic = make_bundle(tmp_path / "t", tasks=("topic",))
+    sent = make_bundle(tmp_path / "s", tasks=("sentiment",))
+    scorer = Scorer.from_paths([str(topic), str(sent)], providers="cpu")
+    out = scorer.score(["court lawsuit crash"])[0]
+    assert set(out) == {"topic", "sentiment"}
+    assert out["sentiment"].label == "negative"
+    with pytest.raises(BundleError, match="two bundles"):
+        Scorer.from_paths([str(sent), str(sent)], providers="cpu")
+
+
+def test_model_text_truncates_huge_input_and_adds_title() -> None:
+    text = model_text("x " * 5_000_000, "Big News", 64)
+    assert len(text) <= 64 * 16 + 20
+    assert text.startswith("Big News.")
+    assert model_text("Big News today", "Big News", 64) == "Big News today"
+
+
+def test_hot_swap_accepts_good_and_refuses_corrupt_bundle(tmp_path: Path) -> None:
+    live = make_bundle(tmp_path / "live", version="1")
+    svc = ModelService([live], providers="cpu")
+    assert svc.maybe_reload() is None
+    # A corrupt drop-in (hash mismatch) is refused; version 1 stays in service.
+    with open(live / "model.int8.onnx", "ab") as fh:
+        fh.write(b"garbage")
+    write_manifest_raw = json.loads((live / "manifest.json").read_text())
+    (live / "manifest.json").write_text(json.dumps(write_manifest_raw) + " ")
+    assert svc.maybe_reload() is False
+    assert svc.scorer.ident["version"] == "1"
+    assert svc.score(["fraud"])[0]["sentiment"].label == "negative"
+    # A good new version is swapped in.
+    shutil.rmtree(live)
+    make_bundle(tmp_path / "live", version="2")
+    assert svc.maybe_reload() is True
+    assert svc.scorer.ident["version"] == "2"
+
+
+def test_write_manifest_hashes_every_file(tmp_path: Path) -> None:
+    b = make_bundle(tmp_path / "b")
+    (b / "report.md").write_text("hello")
+    m = write_manifest(b, json.loads((b / "manifest.json").read_text()))
+    assert "report.md" in m["files"] and "manifest.json" not in m["files"]
+    assert load_bundle(b).name == "tiny-test"
