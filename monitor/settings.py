@@ -152,6 +152,7 @@ class SurgeSettings(BaseModel):
     resolve_windows: int = Field(2, ge=1)
     cooldown_s: float = Field(300.0, ge=0)
     min_std: float = Field(0.05, gt=0)
+    prior_mean: float = Field(0.15, ge=0, le=1)
 
 
 class MetricsSettings(BaseModel):

@@ -107,6 +107,7 @@ class Pipeline:
             resolve_windows=s.resolve_windows,
             cooldown_ms=int(s.cooldown_s * 1000),
             min_std=s.min_std,
+            prior_mean=s.prior_mean,
         )
         self.watermarks: dict[int, win.Watermark] = {}
         ident = models.scorer.ident
@@ -153,7 +154,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     events = app.topic(
         t.trend_events, key_type=bytes, key_serializer="raw", value_serializer="json", partitions=t.partitions
     )
-    table = app.Table(TABLE_NAME, default=None, partitions=t.partitions, key_serializer="raw", value_serializer="json")
+    table = app.Table(TABLE_NAME, default=None, partitions=t.partitions, key_type=str, value_type=None)
 
     async def dead(raw_value: bytes | None, reason: str, detail: str, msg: Any) -> None:
         record = val.dead_letter_record(
@@ -240,9 +241,9 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         windows_state, closed = win.close_due(state.get("w"), watermark_ms=watermark_ms, cfg=pipeline.window_cfg)
         state["w"] = windows_state
         for cw in closed:
-            surge_state, stats, alert = surge_mod.evaluate(state.get("s"), cw, pipeline.surge_cfg, now_ms())
+            surge_state, stats, alert = surge_mod.evaluate(state.get("s"), cw, pipeline.surge_cfg, now_ms(), dim, key)
             state["s"] = surge_state
-            body = cw.to_dict() if hasattr(cw, "to_dict") else dict(cw.__dict__)
+            body = cw.to_dict()
             body.update(
                 dimension=dim,
                 key=key,
@@ -255,6 +256,21 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             publish_gauges(dim, key, cw, stats)
             if alert is not None:
                 await emit_alert(dim, key, alert)
+        surge_state = state.get("s")
+        size = pipeline.window_cfg.size_ms
+        # A firing key that went quiet: empty windows count as calm so the surge can resolve.
+        while (
+            surge_state
+            and surge_state.get("firing")
+            and surge_state["last_end"] + size + pipeline.window_cfg.allowed_lateness_ms <= watermark_ms
+        ):
+            start = surge_state["last_end"]
+            surge_state, alert = surge_mod.evaluate_quiet(
+                surge_state, start, start + size, pipeline.surge_cfg, now_ms(), dim, key
+            )
+            if alert is not None:
+                await emit_alert(dim, key, alert)
+        state["s"] = surge_state
         return state
 
     @app.agent(events)
@@ -303,7 +319,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         for p in range(t.partitions):
             await events.send(value=stamp, partition=p, force=True)
 
-    @app.timer(5.0)
+    @app.timer(max(0.5, settings.model.reload_interval_s))
     async def housekeeping() -> None:
         swapped = await asyncio.get_running_loop().run_in_executor(None, pipeline.models.maybe_reload)
         if swapped is not None:

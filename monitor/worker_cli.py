@@ -79,7 +79,7 @@ def run_worker(settings: Settings, extra_models: list[Path] | None = None, creat
     from monitor.model_service import ModelService
     from monitor.worker import Pipeline, create_app
 
-    log.info("settings: %s", settings.redacted())
+    log.debug("settings: %s", settings.redacted())
     try:
         models = ModelService(
             [settings.model.path, *(extra_models or [])],

@@ -1,0 +1,199 @@
+"""The worker end to end on the real embedded broker with real ONNX models.
+
+Each test starts `finsent worker` as a subprocess (as in production),
+produces to its own freshly named topics and reads the output topics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitor.broker import EmbeddedBroker
+from monitor.settings import DEFAULT_BUNDLE
+from tests.tiny_bundle import make_bundle
+from tests.worker_harness import TopicNames, TopicReader, WorkerProcess, make_topics, produce
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def kafka() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    return make_bundle(tmp_path / "tiny")
+
+
+def window_env(size_s: float, lateness_s: float = 2.0, idle_s: float = 1.0, **surge: str) -> dict[str, str]:
+    env = {
+        "FINSENT_WINDOWS__SIZE_S": str(size_s),
+        "FINSENT_WINDOWS__ALLOWED_LATENESS_S": str(lateness_s),
+        "FINSENT_WINDOWS__IDLE_S": str(idle_s),
+        "FINSENT_WINDOWS__TICK_INTERVAL_S": "0.5",
+    }
+    env.update({f"FINSENT_SURGE__{k.upper()}": v for k, v in surge.items()})
+    return env
+
+
+def test_items_scored_and_bad_messages_dead_lettered(kafka: EmbeddedBroker, tmp_path: Path) -> None:
+    model = DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "manifest.json").is_file() else make_bundle(tmp_path / "tiny")
+    topics = TopicNames()
+    make_topics(kafka.bootstrap, topics)
+    worker = WorkerProcess(kafka.bootstrap, topics, model, tmp_path).start()
+    try:
+        good = [
+            {"id": f"g{i}", "text": f"Tesla shares plunge after fraud probe number {i}", "source": "test", "x": i}
+            for i in range(20)
+        ]
+        good.append({"id": "big", "text": "Apple beats estimates. " * 20_000, "tickers": ["$aapl"]})  # ~460 KB
+        bad: list[bytes] = [
+            b"not json at all",
+            json.dumps({"id": "m1"}).encode(),
+            json.dumps({"id": "e1", "text": "   "}).encode(),
+            json.dumps({"id": 5.5, "text": "wrong id type"}).encode(),
+            json.dumps({"id": "t1", "text": ["list"]}).encode(),
+            json.dumps({"id": "huge", "text": "x" * 1_200_000}).encode(),
+            b'{"id": "u1", "text": "bad \xff\xfe utf8"}',
+            json.dumps([1, 2, 3]).encode(),
+        ]
+        mixed: list[bytes | dict] = []
+        for i, g in enumerate(good):
+            mixed.append(g)
+            if i < len(bad):
+                mixed.append(bad[i])
+        produce(kafka.bootstrap, topics.news, mixed)
+        scored = TopicReader(kafka.bootstrap, topics.scored)
+        dead = TopicReader(kafka.bootstrap, topics.deadletter)
+        got = scored.wait_for(lambda v: len({x["id"] for x in v}) >= len(good), timeout=90)
+        dl = dead.wait_for(lambda v: len(v) >= len(bad), timeout=30)
+        assert {x["id"] for x in got} == {g["id"] for g in good}, worker.log_tail()
+        rec = next(x for x in got if x["id"] == "g3")
+        assert rec["x"] == 3 and rec["source"] == "test"  # unknown fields pass through
+        assert rec["sentiment"]["label"] in ("negative", "neutral", "positive")
+        assert -1 <= rec["sentiment"]["score"] <= 1
+        assert abs(sum(rec["sentiment"]["probs"].values()) - 1) < 1e-3
+        assert rec["topic"]["label"] and 0 < rec["topic"]["confidence"] <= 1
+        assert "TSLA" in rec["entities"]
+        assert rec["model"]["sha256"] and rec["model"]["version"]
+        assert rec["scored_at"] >= rec["event_time"] and rec["lag_ms"] >= 0
+        assert "AAPL" in next(x for x in got if x["id"] == "big")["entities"]
+        reasons = Counter(d["error"] for d in dl)
+        assert sum(reasons.values()) == len(bad), reasons
+        assert reasons["not_json"] >= 1 and reasons["not_utf8"] == 1 and reasons["too_large"] == 1
+        assert all(d["origin"]["topic"] == topics.news and d["origin"]["offset"] >= 0 for d in dl)
+        assert worker.proc is not None and worker.proc.poll() is None  # never dies on data
+        assert worker.metric("finsent_invalid_messages_total") == len(bad)
+        scored.close()
+        dead.close()
+    finally:
+        worker.stop()
+
+
+def _timed_items(base_ms: int, window_ms: int, plan: list[tuple[int, int]], entity: str) -> list[dict]:
+    """plan: per window, (negatives, total). Negative texts use words the tiny model reads as negative."""
+    items = []
+    for w, (neg, total) in enumerate(plan):
+        for i in range(total):
+            text = "shares plunge fraud crash" if i < neg else "the company shares"
+            items.append(
+                {
+                    "id": f"{entity}-{w}-{i}",
+                    "text": text,
+                    "tickers": [entity],
+                    "published_at": base_ms + w * window_ms + 10 + i,
+                }
+            )
+    return items
+
+
+def test_windows_exact_and_one_alert_per_surge(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+    topics = TopicNames()
+    make_topics(kafka.bootstrap, topics)
+    env = window_env(
+        1.0, lateness_s=5.0, idle_s=1.0,
+        k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
+    )  # fmt: skip
+    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, env=env).start()
+    try:
+        window_ms = 1000
+        base = (int(time.time() * 1000) // window_ms - 60) * window_ms
+        plan = [(1, 10)] * 8 + [(9, 10)] * 3 + [(1, 10)] * 8
+        items = _timed_items(base, window_ms, plan, "ACME")
+        # In event-time order, one window per 0.25 s: event time runs 4x faster than the
+        # clock, so the 5 s allowed lateness covers the scoring actors' reordering.
+        produce(kafka.bootstrap, topics.news, items, partition=0, pace_every=10, pace_s=0.25)
+        trends = TopicReader(kafka.bootstrap, topics.trends)
+        alerts = TopicReader(kafka.bootstrap, topics.alerts)
+        want = len(plan)
+
+        def acme(vals: list[dict]) -> list[dict]:
+            return [v for v in vals if v["dimension"] == "entity" and v["key"] == "ACME"]
+
+        got = acme(trends.wait_for(lambda v: len(acme(v)) >= want, timeout=90))
+        assert len(got) == want, worker.log_tail()
+        by_start = {v["window_start"]: v for v in got}
+        for w, (neg, total) in enumerate(plan):
+            win = by_start[base + w * window_ms]
+            assert win["count"] == total and win["negative"] == neg, win
+            assert win["window_end"] - win["window_start"] == window_ms
+        alls = [v for v in trends.values() if v["dimension"] == "all"]
+        assert sum(v["count"] for v in alls) == len(items)
+        acme_alerts = [a for a in alerts.wait_for(lambda v: len(v) >= 2, timeout=30) if a["key"] == "ACME"]
+        states = [a["state"] for a in acme_alerts]
+        assert states == ["firing", "resolved"], acme_alerts
+        firing = acme_alerts[0]
+        assert firing["dimension"] == "entity" and firing["count"] == 10
+        assert firing["negative_share"] == pytest.approx(0.9)
+        assert firing["zscore"] >= 3
+        assert firing["evidence"] and all("plunge" in e["text"] for e in firing["evidence"])
+        assert worker.metric("finsent_alerts_total", {"dimension": "entity"}) >= 1
+        trends.close()
+        alerts.close()
+    finally:
+        worker.stop()
+
+
+def test_killed_worker_loses_nothing_and_restores_windows(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+    topics = TopicNames()
+    make_topics(kafka.bootstrap, topics)
+    env = window_env(1.0, lateness_s=600.0, idle_s=3600.0)  # windows stay open across the kill
+    app_id = f"kill-{topics.suffix}"
+    window_ms = 1000
+    base = (int(time.time() * 1000) // window_ms - 30) * window_ms
+    first = _timed_items(base, window_ms, [(2, 50)] * 4, "KILL")
+    second = _timed_items(base + 4 * window_ms, window_ms, [(3, 50)] * 4, "KILL")
+    scored = TopicReader(kafka.bootstrap, topics.scored)
+    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env).start()
+    try:
+        produce(kafka.bootstrap, topics.news, first)
+        scored.wait_for(lambda v: len(v) >= 120, timeout=60)
+        worker.kill()
+        produce(kafka.bootstrap, topics.news, second)
+        worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env).start()
+        all_ids = {i["id"] for i in first + second}
+        got = scored.wait_for(lambda v: {x["id"] for x in v} >= all_ids, timeout=120)
+        assert {x["id"] for x in got} >= all_ids, worker.log_tail()
+        # Now let the windows close: restart with a short lateness so they do.
+        worker.stop()
+        env_close = window_env(1.0, lateness_s=1.0, idle_s=0.5)
+        worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env_close).start()
+        trends = TopicReader(kafka.bootstrap, topics.trends)
+        vals = trends.wait_for(
+            lambda v: len([x for x in v if x["dimension"] == "entity" and x["key"] == "KILL"]) >= 8, timeout=60
+        )
+        kill = [x for x in vals if x["dimension"] == "entity" and x["key"] == "KILL"]
+        assert sorted(x["count"] for x in kill) == [50] * 8, kill
+        assert sum(x["negative"] for x in kill) == 4 * 2 + 4 * 3
+        trends.close()
+    finally:
+        scored.close()
+        worker.stop()

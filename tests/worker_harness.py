@@ -1,0 +1,215 @@
+"""Start real worker processes against the embedded broker, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from monitor.broker import create_topics, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TopicNames:
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def __post_init__(self) -> None:
+        s = self.suffix
+        self.news = f"news-{s}"
+        self.comments = f"comments-{s}"
+        self.scored = f"scored-{s}"
+        self.trends = f"trends-{s}"
+        self.alerts = f"alerts-{s}"
+        self.deadletter = f"dead-{s}"
+        self.trend_events = f"events-{s}"
+
+    def all(self) -> list[str]:
+        return [self.news, self.comments, self.scored, self.trends, self.alerts, self.deadletter, self.trend_events]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FINSENT_TOPICS__INPUTS": json.dumps([self.news, self.comments]),
+            "FINSENT_TOPICS__SCORED": self.scored,
+            "FINSENT_TOPICS__TRENDS": self.trends,
+            "FINSENT_TOPICS__ALERTS": self.alerts,
+            "FINSENT_TOPICS__DEADLETTER": self.deadletter,
+            "FINSENT_TOPICS__TREND_EVENTS": self.trend_events,
+        }
+
+
+class WorkerProcess:
+    """`finsent worker` as a subprocess with its own app id, ports and state dir."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: TopicNames,
+        model: Path,
+        workdir: Path,
+        app_id: str | None = None,
+        env: dict[str, str] | None = None,
+        args: Iterable[str] = (),
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.model = model
+        self.workdir = workdir
+        self.app_id = app_id or f"test-{topics.suffix}"
+        self.extra_env = env or {}
+        self.args = list(args)
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"worker-{self.metrics_port}.log"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(self.topics.env())
+        env.update(
+            {
+                "FINSENT_KAFKA__BOOTSTRAP": self.bootstrap,
+                "FINSENT_KAFKA__PROFILE": "embedded",
+                "FINSENT_WORKER__COMMIT_INTERVAL_S": "1.0",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        cmd = [
+            sys.executable, "-m", "monitor.cli", "worker", "--model", str(self.model),
+            "--metrics-port", str(self.metrics_port), "--web-port", str(free_port()),
+            "--datadir", str(self.workdir / "state"), "--app-id", self.app_id, "--no-create-topics", *self.args,
+        ]  # fmt: skip
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if "finsent_model_loaded 1.0" in self.scrape():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready in {timeout} s:\n{self.log_tail()}")
+
+    def scrape(self) -> str:
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return ""
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        total = 0.0
+        for line in self.scrape().splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric_name = head.split("{", 1)[0]
+            if metric_name != name:
+                continue
+            if labels and not all(f'{k}="{v}"' in head for k, v in labels.items()):
+                continue
+            total += float(value)
+        return total
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def make_topics(bootstrap: str, topics: TopicNames, partitions: int = 4) -> None:
+    create_topics(bootstrap, topics.all(), partitions)
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes | dict[str, Any]],
+    key_of_id: bool = True,
+    partition: int | None = None,
+    pace_every: int = 0,
+    pace_s: float = 0.0,
+) -> int:
+    """Produce JSON dicts (keyed by id) or raw bytes; optionally one partition and paced."""
+    producer = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=5, max_request_size=8 * 1024 * 1024)
+    n = 0
+    for v in values:
+        if isinstance(v, dict):
+            key = str(v.get("id", "")).encode() if key_of_id and v.get("id") is not None else None
+            producer.send(topic, key=key, value=json.dumps(v).encode(), partition=partition)
+        else:
+            producer.send(topic, value=v, partition=partition)
+        n += 1
+        if pace_every and n % pace_every == 0:
+            producer.flush()
+            time.sleep(pace_s)
+    producer.flush()
+    producer.close()
+    return n
+
+
+class TopicReader:
+    """Reads every record of a topic from offset 0, incrementally (tansu-safe: no end_offsets)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int = 4) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.records: list[Any] = []
+
+    def poll(self, timeout_s: float = 0.5) -> list[Any]:
+        got = []
+        for recs in self.consumer.poll(timeout_ms=int(timeout_s * 1000)).values():
+            got.extend(recs)
+        self.records.extend(got)
+        return got
+
+    def values(self) -> list[dict[str, Any]]:
+        return [json.loads(r.value) for r in self.records]
+
+    def wait_for(self, predicate: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            vals = self.values()
+            if predicate(vals):
+                return vals
+        return self.values()
+
+    def close(self) -> None:
+        self.consumer.close()
