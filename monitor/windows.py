@@ -144,22 +144,27 @@ class Watermark:
     The watermark is the largest event time seen. When no event has arrived
     for `idle_ms` of wall time, it advances with the wall clock beyond that,
     so the last windows close and a surge can resolve after input stops.
-    Before any event (e.g. right after a restart), the stream counts as
-    idle since forever: the watermark is the wall clock minus `idle_ms`.
+    Right after a (re)start no event has been seen: the start counts as the
+    last activity, so redelivered items get `idle_ms` to arrive before
+    restored windows close; after that the stream counts as idle and the
+    watermark is the wall clock minus `idle_ms`.
     """
 
-    def __init__(self, idle_ms: int = 5_000) -> None:
+    def __init__(self, idle_ms: int = 5_000, started_ms: int | None = None) -> None:
         self.idle_ms = idle_ms
         self.max_event_ms: int | None = None
         self.last_wall_ms: int | None = None
+        self.started_ms = started_ms
 
     def observe(self, event_ms: int, wall_ms: int) -> None:
         if self.max_event_ms is None or event_ms > self.max_event_ms:
             self.max_event_ms = event_ms
         self.last_wall_ms = wall_ms
 
-    def current(self, wall_ms: int) -> int:
+    def current(self, wall_ms: int) -> int | None:
         if self.max_event_ms is None or self.last_wall_ms is None:
+            if self.started_ms is not None and wall_ms - self.started_ms <= self.idle_ms:
+                return None
             return wall_ms - self.idle_ms
         idle = wall_ms - self.last_wall_ms
         if idle > self.idle_ms:

@@ -120,7 +120,9 @@ class Pipeline:
     def watermark(self, partition: int) -> win.Watermark:
         wm = self.watermarks.get(partition)
         if wm is None:
-            wm = self.watermarks[partition] = win.Watermark(idle_ms=int(self.settings.windows.idle_s * 1000))
+            wm = self.watermarks[partition] = win.Watermark(
+                idle_ms=int(self.settings.windows.idle_s * 1000), started_ms=now_ms()
+            )
         return wm
 
 
@@ -198,10 +200,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
                 scored_at_ms=done,
                 stream=msg.topic,
             )
-            await scored.send(key=str(item.id).encode(), value=record, force=True)
+            # Trend events first, the scored item last: once a consumer sees the scored
+            # item, everything it feeds into has been handed to the producer.
             for dim, key in trend_keys(record):
                 k = key_of(dim, key).encode()
                 await events.send(key=k, value=trend_event(record, dim, key), force=True)
+            await scored.send(key=str(item.id).encode(), value=record, force=True)
             topic_label = record.get("topic", {}).get("label", "none")
             metrics.messages.labels(msg.topic, topic_label, record["sentiment"]["label"]).inc()
             if kafka_ts:
@@ -282,7 +286,11 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             try:
                 wm = pipeline.watermark(partition)
                 if isinstance(value, dict) and "tick" in value:
-                    watermark = wm.current(now_ms())
+                    # The tick's own stamp, not the clock: a tick left over from before a
+                    # restart must not close windows whose items are still queued behind it.
+                    watermark = wm.current(int(value["tick"]))
+                    if watermark is None:
+                        continue
                     for k, state in list(table.items()):
                         if not isinstance(state, dict) or state.get("p") != partition:
                             continue

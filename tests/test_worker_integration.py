@@ -182,16 +182,21 @@ def test_killed_worker_loses_nothing_and_restores_windows(kafka: EmbeddedBroker,
         all_ids = {i["id"] for i in first + second}
         got = scored.wait_for(lambda v: {x["id"] for x in v} >= all_ids, timeout=120)
         assert {x["id"] for x in got} >= all_ids, worker.log_tail()
-        # Now let the windows close: restart with a short lateness so they do.
+        # Let aggregation and a commit catch up, then restart with a short lateness so windows close.
+        time.sleep(3)
         worker.stop()
-        env_close = window_env(1.0, lateness_s=1.0, idle_s=0.5)
+        # Redelivered items span 4 s of event time and arrive in any order: a lateness above that
+        # keeps their windows open; the idle fallback (wall clock - idle_s, after an idle_s grace
+        # from start) then closes them all.
+        env_close = window_env(1.0, lateness_s=10.0, idle_s=5.0)
         worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env_close).start()
         trends = TopicReader(kafka.bootstrap, topics.trends)
         vals = trends.wait_for(
             lambda v: len([x for x in v if x["dimension"] == "entity" and x["key"] == "KILL"]) >= 8, timeout=60
         )
         kill = [x for x in vals if x["dimension"] == "entity" and x["key"] == "KILL"]
-        assert sorted(x["count"] for x in kill) == [50] * 8, kill
+        summary = sorted((x["window_start"], x["count"], x["late_count"]) for x in kill)
+        assert [c for _, c, _ in summary] == [50] * 8, summary
         assert sum(x["negative"] for x in kill) == 4 * 2 + 4 * 3
         trends.close()
     finally:
