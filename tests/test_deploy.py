@@ -1,0 +1,109 @@
+"""Deploy configs under test: promtool, amtool, and the whole alert path end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.broker import EmbeddedBroker
+from tests.observability import DEPLOY, Webhook, fast_rules, prom_query, start_alertmanager, start_prometheus
+from tests.tiny_bundle import make_bundle
+from tests.worker_harness import TopicNames, WorkerProcess, make_topics, produce
+
+NEEDS = ("promtool", "amtool", "prometheus", "prometheus-alertmanager")
+missing = [b for b in NEEDS if shutil.which(b) is None]
+if missing and os.environ.get("CI"):
+    raise RuntimeError(f"CI needs {missing}: run scripts/install-observability.sh")
+pytestmark = pytest.mark.skipif(bool(missing), reason=f"not installed: {missing} (scripts/install-observability.sh)")
+
+
+def run(cmd: list[str], cwd: Path | None = None) -> str:
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout + r.stderr
+
+
+def test_promtool_checks_and_rule_unit_tests() -> None:
+    prom = DEPLOY / "prometheus"
+    run(["promtool", "check", "rules", *map(str, sorted((prom / "rules").glob("*.yml")))])
+    out = run(["promtool", "test", "rules", "tests/alerts_test.yml"], cwd=prom)
+    assert "SUCCESS" in out
+    # check config resolves rule files relative to the config file.
+    run(["promtool", "check", "config", "--syntax-only", str(prom / "prometheus.yml")])
+
+
+def test_amtool_check_config(tmp_path: Path) -> None:
+    cfg = (DEPLOY / "alertmanager" / "alertmanager.yml").read_text()
+    cfg = cfg.replace("/etc/alertmanager/templates/*.tmpl", str(DEPLOY / "alertmanager" / "templates" / "*.tmpl"))
+    (tmp_path / "am.yml").write_text(cfg)
+    out = run(["amtool", "check-config", str(tmp_path / "am.yml")])
+    assert "SUCCESS" in out and "3 receivers" in out
+
+
+@pytest.mark.slow
+def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path: Path) -> None:
+    hook = Webhook()
+    am, am_port = start_alertmanager(tmp_path, hook.url)
+    topics = TopicNames()
+    env = {
+        "FINSENT_WINDOWS__SIZE_S": "1", "FINSENT_WINDOWS__ALLOWED_LATENESS_S": "1", "FINSENT_WINDOWS__IDLE_S": "1",
+        "FINSENT_WINDOWS__TICK_INTERVAL_S": "0.5", "FINSENT_SURGE__WARMUP_WINDOWS": "3",
+        "FINSENT_SURGE__MIN_VOLUME": "20", "FINSENT_SURGE__COOLDOWN_S": "600",
+    }  # fmt: skip
+    worker = prom = None
+    try:
+        with EmbeddedBroker() as broker:
+            make_topics(broker.bootstrap, topics)
+            worker = WorkerProcess(broker.bootstrap, topics, make_bundle(tmp_path / "tiny"), tmp_path, env=env).start()
+            prom, prom_port = start_prometheus(
+                tmp_path, [f"127.0.0.1:{worker.metrics_port}"], am_port, [fast_rules(tmp_path / "alerts.yml")]
+            )
+            # Per second: 30 items about SURGE and 30 about QUIET; SURGE turns 80% negative for 4 s.
+            plan = ["calm"] * 6 + ["surge"] * 4 + ["calm"] * 8
+            surge_started = None
+            for sec, phase in enumerate(plan):
+                if phase == "surge" and surge_started is None:
+                    surge_started = time.monotonic()
+                items = []
+                for i in range(30):
+                    neg_surge = i < (24 if phase == "surge" else 3)
+                    items.append({"id": f"s{sec}-{i}", "text": "shares plunge fraud" if neg_surge else "the company",
+                                  "tickers": ["SURGE"]})  # fmt: skip
+                    items.append({"id": f"q{sec}-{i}", "text": "shares plunge fraud" if i < 3 else "the company",
+                                  "tickers": ["QUIET"]})  # fmt: skip
+                t0 = time.monotonic()
+                produce(broker.bootstrap, topics.news, items)
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                states = [(s, a["labels"].get("key")) for _, s, a in hook.alerts()]
+                if ("resolved", "SURGE") in states:
+                    break
+                time.sleep(0.5)
+            got = [(t, s, a) for t, s, a in hook.alerts() if a["labels"]["alertname"] == "NegativeSentimentSurge"]
+            firing = [(t, a) for t, s, a in got if s == "firing" and a["labels"]["key"] == "SURGE"]
+            resolved = [a for _, s, a in got if s == "resolved" and a["labels"]["key"] == "SURGE"]
+            assert firing, f"no firing notification; posts={hook.posts}\n{worker.log_tail()}"
+            assert resolved, f"no resolution; posts={hook.posts}"
+            assert not [a for _, _, a in got if a["labels"]["key"] == "QUIET"]
+            first = firing[0][1]
+            assert first["labels"]["dimension"] == "entity"
+            assert "SURGE" in first["annotations"]["summary"] and "z-score" in first["annotations"]["description"]
+            assert "var-entity=SURGE" in first["annotations"]["dashboard"]
+            delay = firing[0][0] - (surge_started or 0)
+            print(f"\nsurge start -> webhook firing: {delay:.1f} s (window 1 s, scrape 1 s, eval 1 s, for 2s)")
+            # Every recording rule evaluates against the real worker's series.
+            assert prom_query(prom_port, "finsent:throughput:rate1m")
+            assert prom_query(prom_port, 'finsent:negative_share:by_key{dimension="entity",key="QUIET"}')
+    finally:
+        for p in (prom, am):
+            if p:
+                p.stop()
+        if worker:
+            worker.stop()
+        hook.close()
