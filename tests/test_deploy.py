@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.grafana import dashboards
 from monitor.broker import EmbeddedBroker
 from tests.observability import DEPLOY, Webhook, fast_rules, prom_query, start_alertmanager, start_prometheus
 from tests.tiny_bundle import make_bundle
@@ -45,6 +46,13 @@ def test_amtool_check_config(tmp_path: Path) -> None:
     assert "SUCCESS" in out and "3 receivers" in out
 
 
+def test_dashboards_are_generated_from_code_without_drift() -> None:
+    for name, text in dashboards.render().items():
+        assert (DEPLOY / "grafana" / "dashboards" / name).read_text() == text, (
+            f"run deploy/grafana/dashboards.py ({name})"
+        )
+
+
 @pytest.mark.slow
 def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path: Path) -> None:
     hook = Webhook()
@@ -53,7 +61,7 @@ def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path:
     env = {
         "FINSENT_WINDOWS__SIZE_S": "1", "FINSENT_WINDOWS__ALLOWED_LATENESS_S": "1", "FINSENT_WINDOWS__IDLE_S": "1",
         "FINSENT_WINDOWS__TICK_INTERVAL_S": "0.5", "FINSENT_SURGE__WARMUP_WINDOWS": "3",
-        "FINSENT_SURGE__MIN_VOLUME": "20", "FINSENT_SURGE__COOLDOWN_S": "600",
+        "FINSENT_SURGE__MIN_VOLUME": "20", "FINSENT_SURGE__COOLDOWN_S": "600", "FINSENT_MODEL__RELOAD_INTERVAL_S": "1",
     }  # fmt: skip
     worker = prom = None
     try:
@@ -77,7 +85,7 @@ def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path:
                     items.append({"id": f"q{sec}-{i}", "text": "shares plunge fraud" if i < 3 else "the company",
                                   "tickers": ["QUIET"]})  # fmt: skip
                 t0 = time.monotonic()
-                produce(broker.bootstrap, topics.news, items)
+                produce(broker.bootstrap, topics.news, [*items, b"not json"] if sec == 0 else items)
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -97,9 +105,15 @@ def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path:
             assert "var-entity=SURGE" in first["annotations"]["dashboard"]
             delay = firing[0][0] - (surge_started or 0)
             print(f"\nsurge start -> webhook firing: {delay:.1f} s (window 1 s, scrape 1 s, eval 1 s, for 2s)")
-            # Every recording rule evaluates against the real worker's series.
+            # Recording rules and every dashboard panel's query return data from the real worker's series.
             assert prom_query(prom_port, "finsent:throughput:rate1m")
             assert prom_query(prom_port, 'finsent:negative_share:by_key{dimension="entity",key="QUIET"}')
+            empty = []
+            for name, fn in dashboards.DASHBOARDS.items():
+                for title, expr in dashboards.panel_queries(fn(), {"dimension": "entity", "entity": "SURGE"}):
+                    if not prom_query(prom_port, expr):
+                        empty.append(f"{name}: {title}: {expr}")
+            assert not empty, "panels without data:\n" + "\n".join(empty)
     finally:
         for p in (prom, am):
             if p:
