@@ -121,3 +121,26 @@ def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path:
         if worker:
             worker.stop()
         hook.close()
+
+
+def test_compose_file_parses_and_mounts_tested_configs() -> None:
+    import yaml
+
+    compose = DEPLOY / "compose.yaml"
+    if shutil.which("docker"):
+        r = subprocess.run(["docker", "compose", "-f", str(compose), "config", "-q"], capture_output=True, text=True)
+        assert r.returncode == 0 or "is not a docker command" in r.stderr, r.stderr
+    spec = yaml.safe_load(compose.read_text())
+    mounted = [v.split(":")[0] for s in spec["services"].values() for v in s.get("volumes", []) if v.startswith("./")]
+    assert mounted
+    for rel in mounted:
+        assert (DEPLOY / rel).exists(), rel
+    # The worker image installs the runtime only: no torch in it.
+    docker = (DEPLOY / "Dockerfile").read_text()
+    assert (
+        '".[cpu]"' in docker and "torch" not in docker and "train" not in docker.split("pip install")[1].split("\n")[0]
+    )
+    from monitor.settings import load_settings
+
+    s = load_settings(DEPLOY / "finsent.toml")
+    assert s.kafka.bootstrap == "kafka:9092"
