@@ -136,10 +136,8 @@ def test_compose_file_parses_and_mounts_tested_configs() -> None:
     for rel in mounted:
         assert (DEPLOY / rel).exists(), rel
     # The worker image installs the runtime only: no torch in it.
-    docker = (DEPLOY / "Dockerfile").read_text()
-    assert (
-        '".[cpu]"' in docker and "torch" not in docker and "train" not in docker.split("pip install")[1].split("\n")[0]
-    )
+    install = next(line for line in (DEPLOY / "Dockerfile").read_text().splitlines() if "pip install" in line)
+    assert '".[cpu]"' in install and "torch" not in install and "train" not in install
     from monitor.settings import load_settings
 
     s = load_settings(DEPLOY / "finsent.toml")
