@@ -51,7 +51,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from monitor import demo, replay, tail, worker_cli
+    from monitor import demo, notify, replay, tail, worker_cli
 
     parser = argparse.ArgumentParser(
         prog="finsent",
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'finsent demo' for a self-contained demo; 'finsent COMMAND --help' for details.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (worker_cli, demo, replay, tail):
+    for module in (worker_cli, demo, replay, tail, notify):
         p = module.add_parser(sub)
         _common(p)
     return parser

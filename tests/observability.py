@@ -82,13 +82,13 @@ class Proc:
         self.log.close()
 
 
-def start_alertmanager(workdir: Path, webhook_url: str) -> tuple[Proc, int]:
+def start_alertmanager(workdir: Path, webhook_url: str, *more_urls: str) -> tuple[Proc, int]:
     port = free_port()
     cfg = workdir / "alertmanager.yml"
     cfg.write_text(
         "route:\n  receiver: hook\n  group_by: [alertname, dimension]\n  group_wait: 0s\n  group_interval: 1s\n"
         "  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n"
-        f"      - url: {webhook_url}\n        send_resolved: true\n"
+        + "".join(f"      - url: {u}\n        send_resolved: true\n" for u in (webhook_url, *more_urls))
     )
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or "prometheus-alertmanager"
     cmd = [binary, f"--config.file={cfg}", f"--storage.path={workdir / 'am-data'}",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from deploy.grafana import dashboards
-from monitor.broker import EmbeddedBroker
+from monitor.broker import EmbeddedBroker, free_port
 from tests.observability import DEPLOY, Webhook, fast_rules, prom_query, start_alertmanager, start_prometheus
 from tests.tiny_bundle import make_bundle
 from tests.worker_harness import TopicNames, WorkerProcess, make_topics, produce
@@ -55,18 +56,26 @@ def test_dashboards_are_generated_from_code_without_drift() -> None:
 
 @pytest.mark.slow
 def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path: Path) -> None:
-    hook = Webhook()
-    am, am_port = start_alertmanager(tmp_path, hook.url)
+    hook, notified = Webhook(), Webhook()
     topics = TopicNames()
+    notify_port = free_port()
+    am, am_port = start_alertmanager(tmp_path, hook.url, f"http://127.0.0.1:{notify_port}/alertmanager")
     env = {
         "FINSENT_WINDOWS__SIZE_S": "1", "FINSENT_WINDOWS__ALLOWED_LATENESS_S": "1", "FINSENT_WINDOWS__IDLE_S": "1",
         "FINSENT_WINDOWS__TICK_INTERVAL_S": "0.5", "FINSENT_SURGE__WARMUP_WINDOWS": "3",
         "FINSENT_SURGE__MIN_VOLUME": "20", "FINSENT_SURGE__COOLDOWN_S": "600", "FINSENT_MODEL__RELOAD_INTERVAL_S": "1",
     }  # fmt: skip
     worker = prom = None
+    notifier: subprocess.Popen[bytes] | None = None
     try:
         with EmbeddedBroker() as broker:
             make_topics(broker.bootstrap, topics)
+            notifier = subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", "notify", "--listen", f"127.0.0.1:{notify_port}",
+                 "--forward", notified.url],
+                env={**os.environ, **topics.env(), "FINSENT_KAFKA__BOOTSTRAP": broker.bootstrap},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
             worker = WorkerProcess(broker.bootstrap, topics, make_bundle(tmp_path / "tiny"), tmp_path, env=env).start()
             prom, prom_port = start_prometheus(
                 tmp_path, [f"127.0.0.1:{worker.metrics_port}"], am_port, [fast_rules(tmp_path / "alerts.yml")]
@@ -105,6 +114,15 @@ def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path:
             assert "var-entity=SURGE" in first["annotations"]["dashboard"]
             delay = firing[0][0] - (surge_started or 0)
             print(f"\nsurge start -> webhook firing: {delay:.1f} s (window 1 s, scrape 1 s, eval 1 s, for 2s)")
+            # The notifier forwarded one readable message with the evidence headlines.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not any(p.get("status") == "firing" for _, p in notified.posts):
+                time.sleep(0.3)
+            msgs = [p for _, p in notified.posts if p.get("key") == "SURGE" and p.get("status") == "firing"]
+            assert msgs, notified.posts
+            text = msgs[0]["text"]
+            assert "SURGE" in text and "z-score" in text and "negative share" in text and "plunge" in text, text
+            assert msgs[0]["evidence"] and all("plunge" in e["text"] for e in msgs[0]["evidence"])
             # Recording rules and every dashboard panel's query return data from the real worker's series.
             assert prom_query(prom_port, "finsent:throughput:rate1m")
             assert prom_query(prom_port, 'finsent:negative_share:by_key{dimension="entity",key="QUIET"}')
@@ -115,6 +133,10 @@ def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path:
                         empty.append(f"{name}: {title}: {expr}")
             assert not empty, "panels without data:\n" + "\n".join(empty)
     finally:
+        if notifier is not None:
+            notifier.terminate()
+            notifier.wait(10)
+        notified.close()
         for p in (prom, am):
             if p:
                 p.stop()

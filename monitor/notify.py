@@ -1,0 +1,187 @@
+"""`finsent notify`: turns Alertmanager webhooks into notifications a risk analyst can act on.
+
+Prometheus knows numbers, not headlines. This receiver keeps the latest
+in-stream alert per `dimension:key` from the alerts topic (which carries
+the evidence: the most negative items) and, for each alert Alertmanager
+posts, forwards one message with the company or topic, negative share vs
+baseline, z-score, volume, window and the evidence headlines — to a
+Slack-compatible webhook (`{"text": ...}` plus structured fields), and as
+a JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from monitor.cli import CliError
+from monitor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _ts(ms: Any) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(ms) / 1000))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def format_notification(am_alert: dict[str, Any], finsent_alert: dict[str, Any] | None) -> dict[str, Any]:
+    """One message from an Alertmanager alert and, when known, the worker's alert with evidence."""
+    labels = am_alert.get("labels", {})
+    ann = am_alert.get("annotations", {})
+    status = am_alert.get("status", "firing")
+    name = labels.get("alertname", "alert")
+    dim, key = labels.get("dimension", ""), labels.get("key", "")
+    lines = [f"[{status.upper()}] {name} {dim} {key} ({labels.get('severity', '')})".replace("  ", " ").strip()]
+    if ann.get("summary"):
+        lines.append(ann["summary"])
+    evidence: list[dict[str, Any]] = []
+    if finsent_alert:
+        fa = finsent_alert
+        lines.append(
+            f"negative share {float(fa.get('negative_share') or 0):.0%} vs baseline "
+            f"{float(fa.get('baseline_mean') or 0):.0%}, z-score {float(fa.get('zscore') or 0):.1f}, "
+            f"{fa.get('count')} items in window {_ts(fa.get('window_start'))} - {_ts(fa.get('window_end'))}"
+        )
+        evidence = list(fa.get("evidence") or [])
+        if evidence and status == "firing":
+            lines.append("Most negative items:")
+            for e in evidence:
+                src = f" ({e.get('source')})" if e.get("source") else ""
+                url = f" {e.get('url')}" if e.get("url") else ""
+                lines.append(
+                    f"  {float(e.get('score') or 0):+.2f} {str(e.get('title') or e.get('text'))[:200]}{src}{url}"
+                )
+    elif ann.get("description"):
+        lines.append(ann["description"])
+    if ann.get("dashboard"):
+        lines.append(f"Dashboard: {ann['dashboard']}")
+    return {"text": "\n".join(lines), "status": status, "alertname": name, "dimension": dim, "key": key,
+            "severity": labels.get("severity"), "evidence": evidence}  # fmt: skip
+
+
+class AlertCache:
+    """Latest worker alert per dimension:key, fed from the alerts topic."""
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, alert: dict[str, Any]) -> None:
+        k = (str(alert.get("dimension")), str(alert.get("key")))
+        with self._lock:
+            prev = self._latest.get(k)
+            # A resolution keeps the firing alert's evidence for the resolved notice.
+            if alert.get("state") == "resolved" and prev and not alert.get("evidence"):
+                alert = {**alert, "evidence": prev.get("evidence", [])}
+            self._latest[k] = alert
+
+    def get(self, dimension: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._latest.get((dimension, key))
+
+
+def follow_alerts(settings: Settings, cache: AlertCache, stop: threading.Event) -> None:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(settings.topics.alerts, **settings.kafka.kafka_python_config(), group_id=None,
+                             auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    try:
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    try:
+                        cache.put(json.loads(r.value))
+                    except (ValueError, TypeError):
+                        continue
+    finally:
+        consumer.close()
+
+
+def deliver(message: dict[str, Any], forward: str | None) -> None:
+    print(json.dumps(message, ensure_ascii=False), flush=True)
+    if not forward:
+        return
+    req = urllib.request.Request(
+        forward, data=json.dumps(message).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+    except OSError as exc:
+        log.error("forwarding notification to %s failed: %s", forward, exc)
+
+
+def make_server(
+    host: str, port: int, cache: AlertCache, forward: str | None, wait_s: float = 5.0
+) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            try:
+                payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            except ValueError:
+                self.send_response(400)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.end_headers()
+            for a in payload.get("alerts", []):
+                lab = a.get("labels", {})
+                found = cache.get(lab.get("dimension", ""), lab.get("key", ""))
+                deadline = time.monotonic() + wait_s
+                # Prometheus can be faster than our consumer of the alerts topic: wait briefly for the evidence.
+                while found is None and lab.get("key") and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    found = cache.get(lab.get("dimension", ""), lab.get("key", ""))
+                deliver(format_notification(a, found), forward)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "notify",
+        help="Alertmanager webhook receiver that adds evidence headlines and forwards notifications",
+        description="Receive Alertmanager webhooks, add the evidence headlines from the alerts topic, and forward "
+        "one readable message per alert to a Slack-compatible webhook (and print it as a JSON line).",
+    )
+    p.add_argument("--listen", default="127.0.0.1:9095", help="HOST:PORT to receive webhooks on (default loopback)")
+    p.add_argument(
+        "--forward",
+        metavar="URL",
+        default=os.environ.get("FINSENT_NOTIFY_FORWARD"),
+        help="POST each notification as JSON here (Slack-compatible 'text'; env FINSENT_NOTIFY_FORWARD)",
+    )
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    host, _, port = args.listen.rpartition(":")
+    try:
+        server = make_server(host or "127.0.0.1", int(port), cache := AlertCache(), args.forward)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot listen on {args.listen}: {exc}") from None
+    stop = threading.Event()
+    threading.Thread(target=follow_alerts, args=(settings, cache, stop), daemon=True).start()
+    log.info("notifier listening on %s, forwarding to %s", args.listen, args.forward or "stdout only")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        server.server_close()
+    return 0
