@@ -56,6 +56,9 @@ class Metrics:
             "finsent_surge_zscore", "Z-score of the last window's negative share vs baseline", dk, registry=r
         )
         self.window_count = Gauge("finsent_window_count", "Items in the last closed window", dk, registry=r)
+        self.window_end = Gauge(
+            "finsent_window_end_timestamp_seconds", "End of the last closed window (unix time)", dk, registry=r
+        )
         self.baseline = Gauge("finsent_baseline_negative_share", "EW baseline of the negative share", dk, registry=r)
         self.surge_active = Gauge(
             "finsent_surge_active", "1 while the in-stream surge rule fires", [*dk, "severity"], registry=r

@@ -228,6 +228,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         metrics.window_count.labels(dim, label).set(closed.count)
         metrics.zscore.labels(dim, label).set(stats.zscore)
         metrics.baseline.labels(dim, label).set(stats.baseline_mean)
+        metrics.window_end.labels(dim, label).set(closed.window_end / 1000)
 
     async def emit_alert(dim: str, key: str, alert: Any) -> None:
         body = alert.to_dict()

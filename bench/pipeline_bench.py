@@ -1,0 +1,121 @@
+"""The worker end to end on the embedded broker: sustained throughput, latency at fractions of it, scale-out."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from monitor.broker import EmbeddedBroker
+from tests.worker_harness import TopicNames, WorkerProcess, make_topics
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    with open(f"/proc/{pid}/stat") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    rss = 0
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+    return {"cpu_s": (int(f[11]) + int(f[12])) / ticks, "rss_mb": rss / 1e6}
+
+
+class ScoredReader:
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.c.assign(tps)
+        self.c.seek_to_beginning(*tps)
+        self.lat_ms: list[float] = []
+        self.n = 0
+
+    def drain(self, timeout_s: float = 0.2) -> int:
+        got = 0
+        for recs in self.c.poll(timeout_ms=int(timeout_s * 1000), max_records=5000).values():
+            for r in recs:
+                v = json.loads(r.value)
+                self.lat_ms.append(r.timestamp - int(v["published_at"]))
+                got += 1
+        self.n += got
+        return got
+
+
+def produce(bootstrap: str, topic: str, texts: list[str], n: int, rate: float | None, prefix: str) -> float:
+    p = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=5, acks=1)
+    t0 = time.monotonic()
+    for i in range(n):
+        if rate:
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        msg = {"id": f"{prefix}-{i}", "text": texts[i % len(texts)], "published_at": int(time.time() * 1000)}
+        p.send(topic, key=msg["id"].encode(), value=json.dumps(msg).encode())
+    p.flush()
+    p.close()
+    return time.monotonic() - t0
+
+
+def quantiles(xs: list[float]) -> dict[str, float]:
+    s = sorted(xs)
+    if not s:
+        return {}
+    return {f"p{q}": round(s[min(len(s) - 1, int(q / 100 * (len(s) - 1)))], 1) for q in (50, 95, 99)}
+
+
+def run_pipeline_bench(texts: list[str], model: Path, n: int, fractions: list[float], workers: list[int],
+                       batch_size: int = 32) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {"items": n, "batch_size": batch_size, "sustained": {}, "latency": [], "scale_out": []}
+    work = Path(tempfile.mkdtemp())
+    with EmbeddedBroker() as broker:
+        env = {"FINSENT_MODEL__BATCH_SIZE": str(batch_size)}
+        for count in workers:
+            topics = TopicNames()
+            make_topics(broker.bootstrap, topics)
+            app = f"bench-{topics.suffix}"
+            ws = [WorkerProcess(broker.bootstrap, topics, model, work / f"w{count}-{i}", app_id=app, env=env).start()
+                  for i in range(count)]  # fmt: skip
+            try:
+                reader = ScoredReader(broker.bootstrap, topics.scored, 4)
+                # Warm up so group joins and model caches are settled.
+                produce(broker.bootstrap, topics.news, texts, 64, None, "warm")
+                while reader.n < 64:
+                    reader.drain()
+                reader.lat_ms.clear()
+                reader.n = 0
+                before = [proc_stats(w.proc.pid) for w in ws if w.proc]
+                t0 = time.monotonic()
+                produce(broker.bootstrap, topics.news, texts, n, None, "burst")
+                deadline = t0 + 600
+                while reader.n < n and time.monotonic() < deadline:
+                    reader.drain()
+                secs = time.monotonic() - t0
+                after = [proc_stats(w.proc.pid) for w in ws if w.proc]
+                rate = reader.n / secs
+                row = {"workers": count, "items_per_s": round(rate, 1), "seconds": round(secs, 1),
+                       "worker_cpu_s": round(sum(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before, strict=True)), 1),
+                       "worker_rss_mb": round(sum(a["rss_mb"] for a in after), 1)}  # fmt: skip
+                out["scale_out"].append(row)
+                if count == workers[0]:
+                    out["sustained"] = row
+                    for frac in fractions:
+                        reader.lat_ms.clear()
+                        reader.n = 0
+                        m = max(50, int(rate * frac * 10))
+                        produce(broker.bootstrap, topics.news, texts, m, rate * frac, f"lat{frac}")
+                        deadline = time.monotonic() + 120
+                        while reader.n < m and time.monotonic() < deadline:
+                            reader.drain()
+                        out["latency"].append({"fraction": frac, "rate": round(rate * frac, 1), "items": m,
+                                               **quantiles(reader.lat_ms)})  # fmt: skip
+                reader.c.close()
+            finally:
+                for w in ws:
+                    w.stop()
+    return out
