@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,8 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         web_bind="127.0.0.1",
         web_port=w.web_port,
         web_in_thread=False,
+        # Trend events are acked at the next tick's flush; do not hold a rebalance for them.
+        stream_wait_empty=False,
         **faust_broker_kwargs(settings),
     )
     metrics = pipeline.metrics
@@ -241,10 +244,11 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             for sev in ("warning", "critical"):
                 metrics.surge_active.labels(dim, label, sev).set(0)
 
-    async def close_key(k: str, state: dict[str, Any], watermark_ms: int) -> dict[str, Any]:
+    async def close_key(k: str, state: dict[str, Any], watermark_ms: int) -> tuple[dict[str, Any], bool]:
         dim, _, key = k.partition(":")
         windows_state, closed = win.close_due(state.get("w"), watermark_ms=watermark_ms, cfg=pipeline.window_cfg)
         state["w"] = windows_state
+        changed = bool(closed)
         for cw in closed:
             surge_state, stats, alert = surge_mod.evaluate(state.get("s"), cw, pipeline.surge_cfg, now_ms(), dim, key)
             state["s"] = surge_state
@@ -273,54 +277,79 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             surge_state, alert = surge_mod.evaluate_quiet(
                 surge_state, start, start + size, pipeline.surge_cfg, now_ms(), dim, key
             )
+            changed = True
             if alert is not None:
                 await emit_alert(dim, key, alert)
         state["s"] = surge_state
-        return state
+        return state, changed
+
+    # Table writes are batched per partition and flushed on that partition's tick: one
+    # changelog record per changed key per tick instead of one per event (a hot key's
+    # state is kilobytes). Events are acked only after the flush that persists them, so
+    # a crash before it redelivers them (at-least-once; ids in the state de-duplicate).
+    dirty: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    held: dict[int, list[Any]] = defaultdict(list)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(app_: Any, revoked: set[Any], **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == t.trend_events:
+                dirty.pop(tp.partition, None)
+                held.pop(tp.partition, None)
 
     @app.agent(events)
     async def aggregate(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        manual = stream.noack()
+        async for event in manual.events():
             msg = event.message
             value = event.value
             partition = msg.partition
+            pending = dirty[partition]
             try:
                 wm = pipeline.watermark(partition)
                 if isinstance(value, dict) and "tick" in value:
                     # The tick's own stamp, not the clock: a tick left over from before a
                     # restart must not close windows whose items are still queued behind it.
                     watermark = wm.current(int(value["tick"]))
-                    if watermark is None:
-                        continue
-                    for k, state in list(table.items()):
-                        if not isinstance(state, dict) or state.get("p") != partition:
-                            continue
-                        before = repr(state)
-                        state = await close_key(k, state, watermark)
-                        if repr(state) != before:
-                            table[k] = state
-                    continue
-                k = msg.key.decode() if isinstance(msg.key, bytes) else str(msg.key)
-                wm.observe(int(value["event_ms"]), now_ms())
-                state = table.get(k) or {}
-                state["p"] = partition
-                windows_state, outcome = win.add_event(
-                    state.get("w"),
-                    event_ms=int(value["event_ms"]),
-                    item_id=str(value["id"]),
-                    sentiment=str(value["sentiment"]),
-                    score=float(value["score"]),
-                    evidence=value.get("evidence") or {},
-                    cfg=pipeline.window_cfg,
-                )
-                state["w"] = windows_state
-                if outcome == "late":
-                    metrics.late_items.labels(value.get("dimension", "?")).inc()
-                elif outcome == "duplicate":
-                    metrics.duplicates.inc()
-                table[k] = state
+                    if watermark is not None:
+                        keys = {k: st for k, st in table.items() if isinstance(st, dict) and st.get("p") == partition}
+                        keys.update(pending)
+                        for k, state in keys.items():
+                            state, changed = await close_key(k, state, watermark)
+                            if changed:
+                                pending[k] = state
+                    for k, state in pending.items():
+                        table[k] = state
+                    pending.clear()
+                    for ev in held.pop(partition, []):
+                        await manual.ack(ev)
+                else:
+                    k = msg.key.decode() if isinstance(msg.key, bytes) else str(msg.key)
+                    wm.observe(int(value["event_ms"]), now_ms())
+                    state = pending.get(k) or table.get(k) or {}
+                    state["p"] = partition
+                    windows_state, outcome = win.add_event(
+                        state.get("w"),
+                        event_ms=int(value["event_ms"]),
+                        item_id=str(value["id"]),
+                        sentiment=str(value["sentiment"]),
+                        score=float(value["score"]),
+                        evidence=value.get("evidence") or {},
+                        cfg=pipeline.window_cfg,
+                    )
+                    state["w"] = windows_state
+                    if outcome == "late":
+                        metrics.late_items.labels(value.get("dimension", "?")).inc()
+                    elif outcome == "duplicate":
+                        metrics.duplicates.inc()
+                    pending[k] = state
             except Exception:
                 log.exception("aggregation failed for %s[%s]@%s", msg.topic, partition, msg.offset)
+            finally:
+                if isinstance(value, dict) and "tick" in value:
+                    await manual.ack(event)
+                else:
+                    held[partition].append(event)
 
     @app.timer(settings.windows.tick_interval_s)
     async def tick() -> None:
