@@ -77,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
         )
+        if settings.log_level != "DEBUG":
+            # Client libraries log every connection and rebalance at INFO: noise for an operator.
+            for noisy in ("kafka", "aiokafka"):
+                logging.getLogger(noisy).setLevel(logging.WARNING)
         rc: int = args.func(args, settings)
         return rc
     except (ConfigError, CliError) as exc:
