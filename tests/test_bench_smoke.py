@@ -1,0 +1,28 @@
+"""The benchmark harness still runs end to end (tiny sizes; it reports, it asserts no timing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.train]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke_writes_table_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "texts_per_s" in r.stdout and "items_per_s" in r.stdout
+    res = json.loads(out.read_text())
+    paths = {row["path"] for row in res["model"]["rows"]}
+    assert {"torch fp32", "onnxruntime fp32", "onnxruntime int8"} <= paths
+    assert res["model"]["ceiling_items_per_s"] > 0
+    assert res["pipeline"]["sustained"]["items_per_s"] > 0 and res["pipeline"]["latency"]
