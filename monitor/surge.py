@@ -1,17 +1,39 @@
 """The surge rule: is this window's negative share far above the key's normal?
 
-Per key, an exponentially weighted mean and variance of the negative share
-over past windows is the baseline. A window fires when its z-score against
-the baseline (as it was before the window) is at least `k`, it has at
-least `min_volume` items, and its negative share is at least `min_share`.
-A firing surge resolves only after `resolve_windows` calm windows in a row
-(hysteresis: calm means z below `resolve_k`, or too few items, or share
-below `min_share`), then a cooldown stops the same key from firing again
-at once: one surge makes one alert and one resolution, not one per window.
+DESIGN.md "Surge rule", per `dimension:key`, one closed window at a time:
 
-While a surge fires the baseline is frozen, so the surge does not become
-the new normal. Windows update the baseline with a weight scaled by their
-volume, so a window of 2 items cannot move it as much as one of 200.
+* Baseline: an exponentially weighted mean and variance of the negative
+  share over the key's past windows. A window's z-score is computed against
+  the baseline as it was *before* that window:
+  z = (share - mean) / max(std, min_std).
+* Fire when z >= k AND count >= min_volume AND share >= min_share AND the
+  key has at least `warmup_windows` windows of history AND it is not in
+  cooldown.
+* Hysteresis: a firing surge resolves only after `resolve_windows` calm
+  windows in a row, calm meaning z < resolve_k, or count < min_volume, or
+  share < min_share. An empty window (`evaluate_quiet`) is calm, so a key
+  that goes silent resolves too.
+* Cooldown: after a resolution the key cannot fire again until
+  `cooldown_ms` after the resolving window's end. One surge gives one
+  `firing` and one `resolved` alert, not one per window, and flapping
+  around the threshold does not re-fire.
+
+Baseline choices:
+
+* While a surge fires the baseline is frozen (no update at all), and a
+  window that would fire but is held back by the cooldown does not update
+  it either: a surge must not become the new normal, or the z-score of the
+  very surge being reported would melt away. The cost: a lasting shift in a
+  key's normal keeps firing until the share falls back (the absolute
+  NegativeShareHigh rule covers that case in Prometheus).
+* Windows update the baseline with a weight scaled by their volume,
+  alpha * min(1, count / min_volume): a window of 2 items cannot move it as
+  much as one of 200. The first window of a key weighs at least 0.5 against
+  `prior_mean` (a starting guess, not evidence).
+
+All times are event times (window bounds), so replaying a stream gives the
+same alerts; `now_ms` only stamps the alert's `at`. State is plain JSON
+for the worker's changelog-backed table.
 """
 
 from __future__ import annotations
@@ -31,22 +53,38 @@ class WindowLike(Protocol):
 
 @dataclass(frozen=True)
 class SurgeConfig:
+    """Surge rule parameters (defaults as in DESIGN.md and the worker's settings)."""
+
+    # z-score at or above which a window surges.
     k: float = 3.0
+    # Fewest items in a window for it to fire (a 3-item window at 100% negative is noise).
     min_volume: int = 20
+    # Smallest negative share that can fire, however quiet the baseline.
     min_share: float = 0.4
+    # Weight of one full-volume window in the EW baseline (about the last 1/alpha windows count).
     alpha: float = 0.1
+    # Windows of history a key needs before it can fire.
     warmup_windows: int = 5
+    # A firing window is calm when its z falls below this (hysteresis: below k).
     resolve_k: float = 1.5
+    # Calm windows in a row that resolve a surge.
     resolve_windows: int = 2
+    # After a resolution the key cannot fire again for this long (event time).
     cooldown_ms: int = 300_000
     # Floor on the baseline std: a perfectly flat history must not make z infinite.
     min_std: float = 0.05
     # Starting baseline for a key never seen before (typical negative share of financial news).
     prior_mean: float = 0.15
 
+    def __post_init__(self) -> None:
+        if not (self.k > 0 and self.min_std > 0 and 0 < self.alpha <= 1 and self.resolve_windows >= 1):
+            raise ValueError("surge config needs k > 0, min_std > 0, 0 < alpha <= 1 and resolve_windows >= 1")
+
 
 @dataclass(frozen=True)
 class TrendStats:
+    """A window's share against the key's baseline before it (published with the trend window)."""
+
     baseline_mean: float
     baseline_std: float
     zscore: float
@@ -54,6 +92,8 @@ class TrendStats:
 
 @dataclass(frozen=True)
 class Alert:
+    """A surge firing or its resolution; `alert_id` is the same for both (sinks de-duplicate on it)."""
+
     state: str  # firing | resolved
     severity: str
     dimension: str
@@ -91,10 +131,12 @@ class Alert:
 
 
 def new_state(cfg: SurgeConfig) -> dict[str, Any]:
+    """A key never seen: baseline at the prior, not firing, no cooldown."""
     return {"n": 0, "mean": cfg.prior_mean, "var": 0.0, "firing": None, "calm": 0, "cooldown_until": 0, "last_end": 0}
 
 
 def severity_of(z: float, share: float, cfg: SurgeConfig) -> str:
+    """`critical` for z >= 2k or a share of 3/4 or more, else `warning`; fixed for the whole episode."""
     return "critical" if z >= 2 * cfg.k or share >= 0.75 else "warning"
 
 
@@ -139,9 +181,16 @@ def _alert(state: str, st: dict[str, Any], dimension: str, key: str, w: Any, sta
 def evaluate(
     state: dict[str, Any] | None, window: WindowLike, cfg: SurgeConfig, now_ms: int, dimension: str = "", key: str = ""
 ) -> tuple[dict[str, Any], TrendStats, Alert | None]:
-    """Apply one closed window; returns new state, the window's stats, and an alert if the state changed."""
+    """Apply one closed window of `dimension:key` (windows in order, oldest first).
+
+    Returns the new state, the window's stats against the baseline before
+    it (for the trends record and gauges), and an Alert when the key starts
+    firing or resolves, else None.
+    """
     st = state if state else new_state(cfg)
     share, count = float(window.negative_share), int(window.count)
+    if not math.isfinite(share):
+        share = 0.0
     stats = _stats(st, share, cfg)
     surging = (
         st["n"] >= cfg.warmup_windows and stats.zscore >= cfg.k and count >= cfg.min_volume and share >= cfg.min_share
@@ -156,7 +205,9 @@ def evaluate(
                 "severity": severity_of(stats.zscore, share, cfg),
             }
             st["calm"] = 0
-            alert = _alert("firing", st, dimension, key, window, stats, share, count, now_ms, cfg, window.evidence)
+            alert = _alert(
+                "firing", st, dimension, key, window, stats, share, count, now_ms, cfg, list(window.evidence)
+            )
         elif not surging:
             _update_baseline(st, share, count, cfg)
     else:
