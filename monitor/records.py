@@ -12,6 +12,8 @@ from typing import Any
 from monitor.scorer import TaskScore, sentiment_score
 
 EVIDENCE_TEXT_CHARS = 280
+RESERVED = ("topic", "sentiment", "entities", "model", "stream", "event_time", "event_time_source", "scored_at",
+            "lag_ms", "input_fields")  # fmt: skip
 
 
 def scored_record(
@@ -25,8 +27,15 @@ def scored_record(
     scored_at_ms: int,
     stream: str,
 ) -> dict[str, Any]:
-    """The input item (unknown fields included) plus topic, sentiment, entities, model and timing."""
+    """The input item (unknown fields included) plus topic, sentiment, entities, model and timing.
+
+    An input field whose name the output uses (say a producer's own "sentiment")
+    is kept under "input_fields" instead of being silently overwritten.
+    """
     out = dict(item)
+    clashes = {k: out.pop(k) for k in RESERVED if k in out}
+    if clashes:
+        out["input_fields"] = clashes
     if "topic" in scores:
         t = scores["topic"]
         out["topic"] = {"label": t.label, "confidence": round(t.confidence, 5), "probs": t.probs}
