@@ -80,3 +80,35 @@ def test_metrics_known_values() -> None:
     assert rep["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2, abs=1e-3)
     perfect = np.array([[1.0, 0.0], [0.0, 1.0]])
     assert expected_calibration_error(perfect, np.array([0, 1])) == pytest.approx(0.0)
+
+
+def test_parquet_rows_and_unreadable_parquet(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    f = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"text": ["Stocks rally", "", "Bonds slip"], "label": [1, 2, 0]}), f)
+    ex = load_examples(f, "sentiment")
+    assert ex.texts == ["Stocks rally", "Bonds slip"] and ex.labels == [2, 0] and ex.skipped["empty_text"] == 1
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="Parquet"):
+        load_examples(bad, "sentiment")
+
+
+def test_batch_plan_covers_rows_and_balances_tasks() -> None:
+    import random
+
+    from training.data import Examples
+    from training.train import plan_batches
+
+    sets = {
+        "topic": Examples("topic", ["t"] * 40, [0] * 40, "a"),
+        "sentiment": Examples("sentiment", ["s"] * 10, [0] * 10, "b"),
+    }
+    plain = plan_batches(sets, 8, random.Random(1))
+    assert sorted(i for t, b in plain if t == "sentiment" for i in b) == list(range(10))
+    assert sum(len(b) for t, b in plain if t == "topic") == 40
+    balanced = plan_batches(sets, 8, random.Random(1), balanced=True)
+    sent = [i for t, b in balanced if t == "sentiment" for i in b]
+    assert len(sent) == 40 and set(sent) == set(range(10))
+    assert plan_batches(sets, 8, random.Random(1)) == plain  # seeded

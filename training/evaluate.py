@@ -9,35 +9,32 @@ from typing import Any
 import numpy as np
 
 from monitor.bundle import load_bundle
-from monitor.scorer import Scorer
 from training.data import TASK_LABELS, Examples
 from training.metrics import classification_report
+from training.onnx_runner import OnnxRunner
 
 
-def bundle_probs(scorer: Scorer, texts: list[str], task: str, batch: int = 64) -> np.ndarray:
-    labels = TASK_LABELS[task]
-    rows = []
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), len(labels)), dtype=np.float32)
-    for i in range(0, len(order), batch):
-        sel = order[i : i + batch]
-        for j, res in zip(sel, scorer.score([texts[k] for k in sel]), strict=True):
-            out[j] = [res[task].probs[lab] for lab in labels]
-    del rows
-    return out
+def bundle_probs(bundle: Path, sets: dict[str, Examples], variant: str = "auto") -> dict[str, np.ndarray]:
+    """Probabilities of each set's own task; sets whose task the bundle lacks are left out."""
+    b = load_bundle(bundle, variant)
+    runner = OnnxRunner.from_bundle(b)
+    return {name: runner.probs(ex.texts)[ex.task] for name, ex in sets.items() if ex.task in b.tasks}
+
+
+def reports(sets: dict[str, Examples], probs: dict[str, np.ndarray], variant: str) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name, p in probs.items():
+        ex = sets[name]
+        rep = classification_report(p, ex.labels, TASK_LABELS[ex.task])
+        rep.update(task=ex.task, source=ex.source, skipped=dict(ex.skipped), variant=variant)
+        results[name] = rep
+    return results
 
 
 def evaluate_bundle(bundle: Path, sets: dict[str, Examples], variant: str = "auto") -> dict[str, Any]:
-    scorer = Scorer([load_bundle(bundle, variant)], providers="cpu")
-    results: dict[str, Any] = {}
-    for name, ex in sets.items():
-        if ex.task not in scorer.tasks:
-            continue
-        probs = bundle_probs(scorer, ex.texts, ex.task)
-        rep = classification_report(probs, ex.labels, TASK_LABELS[ex.task])
-        rep.update(task=ex.task, source=ex.source, skipped=dict(ex.skipped), variant=scorer.models[0].bundle.variant)
-        results[name] = rep
-    return results
+    """Score labeled sets through onnxruntime, as the worker serves the bundle."""
+    chosen = load_bundle(bundle, variant, verify=False).variant
+    return reports(sets, bundle_probs(bundle, sets, chosen), chosen)
 
 
 def plot_confusion(rep: dict[str, Any], path: Path, title: str) -> Path:
@@ -71,11 +68,13 @@ def plot_confusion(rep: dict[str, Any], path: Path, title: str) -> Path:
     return path
 
 
-def write_report(results: dict[str, Any], out_dir: Path, extra: dict[str, Any] | None = None) -> None:
+def write_report(results: dict[str, Any], out_dir: Path, extra: dict[str, Any] | None = None,
+                 title: str = "Evaluation report") -> None:  # fmt: skip
+    """eval.json (everything), eval.md (tables for people) and one confusion PNG per set."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps({"datasets": results, **(extra or {})}, indent=2))
     lines = [
-        "# Evaluation report",
+        f"# {title}",
         "",
         "| dataset | task | n | accuracy | macro-F1 | ECE |",
         "|---|---|---|---|---|---|",

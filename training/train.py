@@ -40,8 +40,10 @@ class TrainConfig:
     warmup: float = 0.06
     max_length: int = 64
     seed: int = 13
-    eval_every: int = 0  # steps; 0 = once per epoch
-    patience: int = 2
+    eval_every: int = 0  # steps; 0 = evals_per_epoch times per epoch
+    evals_per_epoch: int = 2
+    patience: int = 3
+    balanced_tasks: bool = False  # see plan_batches
     max_steps: int | None = None
     threads: int = 2
     random_init: bool = False
@@ -70,11 +72,24 @@ def class_weights(ex: Examples, n: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def plan_batches(train: dict[str, Examples], batch_size: int, rng: random.Random) -> list[tuple[str, list[int]]]:
+def plan_batches(train: dict[str, Examples], batch_size: int, rng: random.Random,
+                 balanced: bool = False) -> list[tuple[str, list[int]]]:  # fmt: skip
+    """One epoch of single-task batches in random order.
+
+    proportional: every row once, so a task's share of steps follows its size (topic 64%, sentiment 36%).
+    balanced: smaller tasks are re-sampled up to the largest task's row count, so each head gets as
+    many updates as the largest one (standard multi-task remedy when one task lags).
+    """
+    largest = max(len(ex.texts) for ex in train.values())
     batches: list[tuple[str, list[int]]] = []
     for task, ex in train.items():
         idx = list(range(len(ex.texts)))
         rng.shuffle(idx)
+        if balanced:
+            while len(idx) < largest:
+                extra = list(range(len(ex.texts)))
+                rng.shuffle(extra)
+                idx += extra[: largest - len(idx)]
         batches += [(task, idx[i : i + batch_size]) for i in range(0, len(idx), batch_size)]
     rng.shuffle(batches)
     return batches
@@ -116,9 +131,9 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
     model, tokenizer = build_model(cfg.backbone, tasks, random_init=cfg.random_init)
     weights = {t: class_weights(train_sets[t], n) for t, n in tasks.items()}
     losses = {t: nn.CrossEntropyLoss(weight=weights[t]) for t in tasks}
-    steps_per_epoch = len(plan_batches(train_sets, cfg.batch_size, random.Random(0)))
+    steps_per_epoch = len(plan_batches(train_sets, cfg.batch_size, random.Random(0), cfg.balanced_tasks))
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    eval_every = cfg.eval_every or steps_per_epoch
+    eval_every = cfg.eval_every or max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
     params = [
         {"params": list(model.encoder.parameters()), "lr": cfg.lr},
         {"params": list(model.heads.parameters()), "lr": cfg.head_lr},
@@ -136,7 +151,7 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
     ema: dict[str, float] = {}
     stop = False
     while not stop:
-        for task, idx in plan_batches(train_sets, cfg.batch_size, rng):
+        for task, idx in plan_batches(train_sets, cfg.batch_size, rng, cfg.balanced_tasks):
             model.train()
             ex = train_sets[task]
             enc = encode(tokenizer, [ex.texts[i] for i in idx], cfg.max_length)
