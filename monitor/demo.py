@@ -210,7 +210,7 @@ def _wait_metrics(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
                 if b"finsent_model_loaded 1.0" in resp.read():
                     return
         except OSError:
-            pass
+            time.sleep(0.2)  # not listening yet
         time.sleep(0.3)
     raise CliError(f"the worker did not serve {url} within {timeout:.0f} s; see its log")
 

@@ -115,8 +115,8 @@ def deliver(message: dict[str, Any], forward: str | None) -> None:
         forward, data=json.dumps(message).encode(), headers={"Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(req, timeout=10):
-            pass
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
     except OSError as exc:
         log.error("forwarding notification to %s failed: %s", forward, exc)
 
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        log.info("notifier stopped")
     finally:
         stop.set()
         server.server_close()

@@ -330,7 +330,7 @@ def company_name(ticker: str) -> str:
             if c.ticker == t:
                 return str(c.name)
     except (ImportError, AttributeError, ValueError, OSError):
-        pass
+        return t  # no usable watchlist: the ticker stands in for the name
     return t
 
 

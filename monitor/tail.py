@@ -211,8 +211,8 @@ def format_record(value: Any, kind: str | None = None, *, tz: tzinfo | None = No
     if fmt is not None:
         try:
             return fmt(value, tz=tz)
-        except Exception:  # a record of the wrong shape on a known topic
-            pass
+        except Exception:  # a record of the wrong shape on a known topic: show it as JSON below
+            fmt = None
     return Text(one_line(json.dumps(value, ensure_ascii=False, default=str), 400), style="dim")
 
 
