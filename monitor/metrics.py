@@ -81,6 +81,15 @@ class Metrics:
         self.duplicates = Counter(
             "finsent_duplicate_items", "Redelivered items not counted twice in a window", registry=r
         )
+        self.send_retries = Counter(
+            "finsent_send_retries", "Output records re-sent after a failed delivery", registry=r
+        )
+        self.send_failures = Counter(
+            "finsent_send_failures", "Units whose output could not be delivered after retries", registry=r
+        )
+        self.loop_tasks = Gauge(
+            "finsent_event_loop_tasks", "asyncio tasks alive in the worker (a leak shows as growth)", registry=r
+        )
         self._entity_allowed = entity_allowed or (lambda _k: False)
         self._entities_seen: set[str] = set()
         self._max_entities = 50

@@ -171,6 +171,8 @@ class WorkerSettings(BaseModel):
     watchlist: Path | None = None
     max_metric_entities: int = Field(50, ge=0)
     commit_interval_s: float = Field(2.0, gt=0)
+    # How long a failed output send is retried before its input is dead-lettered instead.
+    send_retry_s: float = Field(30.0, ge=0)
 
 
 class Settings(BaseSettings):

@@ -39,6 +39,7 @@ from monitor import validate as val
 from monitor import windows as win
 from monitor.metrics import Metrics
 from monitor.model_service import ModelService
+from monitor.outbox import Outbox
 from monitor.records import key_of, scored_record, trend_event, trend_keys
 from monitor.scorer import TaskScore, model_text
 from monitor.settings import Settings
@@ -154,7 +155,10 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     )
     table = app.Table(TABLE_NAME, default=None, partitions=t.partitions, key_type=str, value_type=None)
 
-    async def dead(raw_value: bytes | None, reason: str, detail: str, msg: Any) -> None:
+    def outbox() -> Outbox:
+        return Outbox(retry_s=w.send_retry_s, on_retry=metrics.send_retries.inc)
+
+    async def dead(raw_value: bytes | None, reason: str, detail: str, msg: Any, box: Outbox) -> None:
         record = val.dead_letter_record(
             raw_value,
             val.Invalid(reason, detail),
@@ -164,11 +168,13 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             kafka_ts_ms=int(msg.timestamp * 1000) if msg.timestamp else None,
             now_ms=now_ms(),
         )
-        await deadletter.send(value=record, force=True)
+        await box.send(
+            lambda: deadletter.send(value=record, force=True), what=f"dead letter for {msg.topic}@{msg.offset}"
+        )
         metrics.invalid.labels(reason).inc()
         metrics.deadletter.labels(reason).inc()
 
-    async def finish_item(msg: Any, item: val.Item, scores: dict[str, TaskScore]) -> None:
+    async def finish_item(msg: Any, item: val.Item, scores: dict[str, TaskScore], box: Outbox, origin: int) -> None:
         kafka_ts = int(msg.timestamp * 1000) if msg.timestamp else None
         scorer = pipeline.models.scorer
         found = ent.extract_entities(
@@ -183,8 +189,10 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         # Trend events first, the scored item last: once a consumer sees the scored
         # item, everything it feeds into has been handed to the producer.
         for dim, key in trend_keys(record):
-            await events.send(key=key_of(dim, key).encode(), value=trend_event(record, dim, key), force=True)
-        await scored.send(key=str(item.id).encode(), value=record, force=True)
+            ek, ev = key_of(dim, key).encode(), trend_event(record, dim, key)
+            await box.send(lambda ek=ek, ev=ev: events.send(key=ek, value=ev, force=True), origin, "a trend event")
+        sk = str(item.id).encode()
+        await box.send(lambda: scored.send(key=sk, value=record, force=True), origin, f"scored item {item.id}")
         topic_label = record.get("topic", {}).get("label", "none")
         metrics.messages.labels(msg.topic, topic_label, record["sentiment"]["label"]).inc()
         if kafka_ts:
@@ -192,7 +200,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         metrics.last_scored.set(done / 1000)
 
     async def handle_batch(batch: list[Any]) -> None:
-        """Validate every event, score the valid ones in one model call (off the loop), emit."""
+        """Validate every event, score the valid ones in one model call (off the loop), emit.
+
+        Returns only once every output of the batch is delivered (or its input
+        dead-lettered), so the events Faust acks afterwards are really done.
+        """
+        box = outbox()
         valid: list[tuple[Any, val.Item]] = []
         for event in batch:
             msg = event.message
@@ -202,10 +215,11 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             except Exception as exc:
                 result = val.Invalid("processing_error", f"{type(exc).__name__}: {exc}"[:500])
             if isinstance(result, val.Invalid):
-                await dead(msg.value, result.reason, result.detail, msg)
+                await dead(msg.value, result.reason, result.detail, msg, box)
             else:
                 valid.append((msg, result))
         if not valid:
+            await box.confirm()
             return
         scorer = pipeline.models.scorer
         texts = [model_text(item.text, item.title, scorer.max_length) for _, item in valid]
@@ -216,17 +230,28 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             # A model failure must not lose the items: dead-letter them with the reason.
             log.exception("scoring a batch of %d failed", len(texts))
             for msg, _ in valid:
-                await dead(msg.value, "processing_error", f"model: {type(exc).__name__}: {exc}"[:500], msg)
+                await dead(msg.value, "processing_error", f"model: {type(exc).__name__}: {exc}"[:500], msg, box)
+            await box.confirm()
             return
         metrics.batch_size.observe(len(texts))
         metrics.scoring_seconds.observe(time.perf_counter() - started)
-        for (msg, item), scores in zip(valid, results, strict=True):
+        for i, ((msg, item), scores) in enumerate(zip(valid, results, strict=True)):
             try:
-                await finish_item(msg, item, scores)
+                await finish_item(msg, item, scores, box, i)
             except Exception as exc:
                 # Never die on data: anything unexpected goes to the dead-letter topic.
                 log.exception("processing failed for %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                await dead(msg.value, "processing_error", f"{type(exc).__name__}: {exc}"[:500], msg)
+                await dead(msg.value, "processing_error", f"{type(exc).__name__}: {exc}"[:500], msg, box)
+        undelivered = await box.confirm()
+        if undelivered:
+            # Outputs that never got through: the input goes to the dead-letter topic, not nowhere.
+            metrics.send_failures.inc(len(undelivered))
+            last = outbox()
+            for origin, exc in undelivered.items():
+                if isinstance(origin, int):
+                    msg = valid[origin][0]
+                    await dead(msg.value, "processing_error", f"output not delivered: {exc!r}"[:500], msg, last)
+            await last.confirm()
 
     # One actor takes up to batch_size events (or what arrived within max_wait) and
     # scores them in one forward pass; Faust acks the events after the batch is done.
@@ -244,9 +269,10 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         metrics.baseline.labels(dim, label).set(stats.baseline_mean)
         metrics.window_end.labels(dim, label).set(closed.window_end / 1000)
 
-    async def emit_alert(dim: str, key: str, alert: Any) -> None:
+    async def emit_alert(dim: str, key: str, alert: Any, box: Outbox) -> None:
         body = alert.to_dict()
-        await alerts.send(key=key_of(dim, key).encode(), value=body, force=True)
+        ak = key_of(dim, key).encode()
+        await box.send(lambda: alerts.send(key=ak, value=body, force=True), what=f"{body['state']} alert for {ak!r}")
         label = metrics.key_label(dim, key)
         if body["state"] == "firing":
             metrics.alerts.labels(dim, body["severity"]).inc()
@@ -255,7 +281,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             for sev in ("warning", "critical"):
                 metrics.surge_active.labels(dim, label, sev).set(0)
 
-    async def close_key(k: str, state: dict[str, Any], watermark_ms: int) -> tuple[dict[str, Any], bool]:
+    async def close_key(k: str, state: dict[str, Any], watermark_ms: int, box: Outbox) -> tuple[dict[str, Any], bool]:
         dim, _, key = k.partition(":")
         windows_state, closed = win.close_due(state.get("w"), watermark_ms=watermark_ms, cfg=pipeline.window_cfg)
         state["w"] = windows_state
@@ -272,10 +298,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
                 zscore=stats.zscore,
             )
             body.pop("evidence", None)
-            await trends.send(key=k.encode(), value=body, force=True)
+            await box.send(
+                lambda body=body: trends.send(key=k.encode(), value=body, force=True), what=f"trend window of {k}"
+            )
             publish_gauges(dim, key, cw, stats)
             if alert is not None:
-                await emit_alert(dim, key, alert)
+                await emit_alert(dim, key, alert, box)
         surge_state = state.get("s")
         size = pipeline.window_cfg.size_ms
         # A firing key that went quiet: empty windows count as calm so the surge can resolve.
@@ -290,7 +318,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             )
             changed = True
             if alert is not None:
-                await emit_alert(dim, key, alert)
+                await emit_alert(dim, key, alert, box)
         state["s"] = surge_state
         return state, changed
 
@@ -325,10 +353,14 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
                     if watermark is not None:
                         keys = {k: st for k, st in table.items() if isinstance(st, dict) and st.get("p") == partition}
                         keys.update(pending)
+                        box = outbox()
                         for k, state in keys.items():
-                            state, changed = await close_key(k, state, watermark)
+                            state, changed = await close_key(k, state, watermark, box)
                             if changed:
                                 pending[k] = state
+                        lost = await box.confirm()
+                        if lost:
+                            metrics.send_failures.inc(len(lost))
                     if pending:
                         for k, state in pending.items():
                             table[k] = state
@@ -384,6 +416,10 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             if swapped:
                 ident = pipeline.models.scorer.ident
                 metrics.set_model(ident["name"], ident["version"], ident["sha256"])
+
+    @app.timer(1.0)
+    async def report_lag() -> None:
+        metrics.loop_tasks.set(len(asyncio.all_tasks()))
         consumer = app.consumer
         for tp in list(consumer.assignment()):
             if tp.topic not in t.inputs:
@@ -391,7 +427,8 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             try:
                 high = consumer.highwater(tp)
                 pos = await consumer.position(TP(tp.topic, tp.partition))
-            except Exception:
+            except Exception as exc:
+                log.debug("lag of %s not known now: %r", tp, exc)
                 continue
             if high is not None and pos is not None:
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))
