@@ -45,7 +45,11 @@ class ModelService:
         scorer = Scorer([load_bundle(p, self.variant) for p in self.paths], self.providers, self.threads)
         if "sentiment" not in scorer.tasks:
             raise BundleError("no bundle provides the 'sentiment' task")
-        result = scorer.score([SMOKE_TEXT])
+        try:
+            result = scorer.score([SMOKE_TEXT])
+        except Exception as exc:
+            # e.g. a manifest listing fewer labels than the model has outputs
+            raise BundleError(f"smoke prediction failed: {type(exc).__name__}: {exc}") from exc
         if len(result) != 1 or set(result[0]) != scorer.tasks:
             raise BundleError("smoke prediction did not return every task")
         return scorer
@@ -62,7 +66,8 @@ class ModelService:
         old = self.scorer.ident
         try:
             new = self._load()
-        except (BundleError, OSError) as exc:
+        except Exception as exc:
+            # Whatever is wrong with the new bundle, the old one stays in service.
             log.error("model bundle refused, keeping %s %s in service: %s", old["name"], old["version"], exc)
             return False
         self.scorer = new

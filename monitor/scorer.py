@@ -166,6 +166,11 @@ class Scorer:
             probs = model.run(ids)
             for task_name, p in probs.items():
                 labels = model.bundle.tasks[task_name].labels
+                if p.shape[1] != len(labels):
+                    raise BundleError(
+                        f"task '{task_name}': the model outputs {p.shape[1]} scores but the manifest lists "
+                        f"{len(labels)} labels"
+                    )
                 best = p.argmax(axis=1)
                 for i in range(len(texts)):
                     results[i][task_name] = TaskScore(

@@ -410,7 +410,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
     @app.timer(max(0.5, settings.model.reload_interval_s))
     async def housekeeping() -> None:
-        swapped = await asyncio.get_running_loop().run_in_executor(None, pipeline.models.maybe_reload)
+        # A timer that raises crashes the whole Faust app: a bad bundle must never do that.
+        try:
+            swapped = await asyncio.get_running_loop().run_in_executor(None, pipeline.models.maybe_reload)
+        except Exception:
+            log.exception("model reload check failed; the model in service is unchanged")
+            return
         if swapped is not None:
             metrics.model_reloads.labels("swapped" if swapped else "refused").inc()
             if swapped:

@@ -124,3 +124,18 @@ def test_write_manifest_hashes_every_file(tmp_path: Path) -> None:
     m = write_manifest(b, json.loads((b / "manifest.json").read_text()))
     assert "report.md" in m["files"] and "manifest.json" not in m["files"]
     assert load_bundle(b).name == "tiny-test"
+
+
+def test_wrong_label_count_is_refused_on_load_and_on_swap(tmp_path: Path) -> None:
+    bad = make_bundle(tmp_path / "bad")
+    m = json.loads((bad / "manifest.json").read_text())
+    m["tasks"]["topic"]["labels"] = m["tasks"]["topic"]["labels"][:-1]
+    write_manifest(bad, m)
+    with pytest.raises(BundleError, match=r"outputs .* scores but the manifest lists"):
+        ModelService([bad], providers="cpu")
+    live = make_bundle(tmp_path / "live")
+    svc = ModelService([live], providers="cpu")
+    shutil.rmtree(live)
+    shutil.copytree(bad, live)
+    assert svc.maybe_reload() is False
+    assert svc.score(["fraud"])[0]["sentiment"].label == "negative"

@@ -318,3 +318,73 @@ def test_soak_steady_rate_flat_memory_no_errors(tmp_path: Path, tiny: Path) -> N
             scored.close()
         finally:
             worker.stop()
+
+
+def _flip(link: Path, target: Path) -> None:
+    """Point `link` at `target` atomically, as a deployment would (new dir, then one rename)."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def test_bundle_swapped_while_running_corrupt_ones_refused_nothing_dropped(tmp_path: Path) -> None:
+    import json
+
+    from monitor.bundle import write_manifest
+
+    v1 = make_bundle(tmp_path / "v1", version="1")
+    bad_hash = make_bundle(tmp_path / "bad-hash", version="2")
+    with open(bad_hash / "model.int8.onnx", "ab") as fh:
+        fh.write(b"tampered")
+    truncated = make_bundle(tmp_path / "truncated", version="2")
+    onnx_file = truncated / "model.int8.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
+    write_manifest(truncated, json.loads((truncated / "manifest.json").read_text()))  # hashes match the bad file
+    wrong_labels = make_bundle(tmp_path / "wrong-labels", version="2")
+    m = json.loads((wrong_labels / "manifest.json").read_text())
+    m["tasks"]["topic"]["labels"] = m["tasks"]["topic"]["labels"][:-1]  # one label fewer than the model's outputs
+    write_manifest(wrong_labels, m)
+    v3 = make_bundle(tmp_path / "v3", version="3")
+    live = tmp_path / "live"
+    live.symlink_to(v1)
+    with EmbeddedBroker() as broker:
+        topics = TopicNames()
+        make_topics(broker.bootstrap, topics)
+        env = {"FINSENT_MODEL__RELOAD_INTERVAL_S": "0.5"}
+        worker = WorkerProcess(broker.bootstrap, topics, live, tmp_path, env=env).start()
+        try:
+            with Paced(broker.bootstrap, topics.news, rate=50) as paced:
+                time.sleep(2)
+                for n, bad in enumerate((bad_hash, truncated, wrong_labels), start=1):
+                    _flip(live, bad)
+                    deadline = time.monotonic() + 20
+                    while worker.metric("finsent_model_reloads_total", {"result": "refused"}) < n:
+                        assert time.monotonic() < deadline, f"{bad.name} not refused\n{worker.log_tail()}"
+                        time.sleep(0.2)
+                _flip(live, v3)
+                deadline = time.monotonic() + 20
+                while worker.metric("finsent_model_reloads_total", {"result": "swapped"}) < 1:
+                    assert time.monotonic() < deadline, worker.log_tail()
+                    time.sleep(0.2)
+                time.sleep(2)
+                paced.stop()
+            sent = set(paced.sent)
+            scored = TopicReader(broker.bootstrap, topics.scored)
+            got = scored.wait_for(lambda v: {x["id"] for x in v} >= sent, timeout=60)
+            assert sent <= {x["id"] for x in got}, "items dropped during the swaps"
+            versions = [x["model"]["version"] for x in sorted(got, key=lambda x: int(x["id"][1:]))]
+            assert set(versions) == {"1", "3"}, set(versions)
+            switch = versions.index("3")
+            assert set(versions[switch:]) <= {"3", "1"} and versions[-1] == "3"
+            refused = [ln for ln in worker.log_path.read_text().splitlines() if "model bundle refused" in ln]
+            assert len(refused) == 3, refused
+            assert 'version="3"' in worker.scrape()
+            print(
+                f"\nFAULT bundle-swap: {len(sent)} items at 50/s, all scored; 3 corrupt bundles refused "
+                f"(bad hash, truncated ONNX, wrong labels), version 1 kept until version 3 swapped in at item "
+                f"{switch}; refusals logged as: {refused[0].split(' ', 3)[-1][:160]}"
+            )
+            scored.close()
+        finally:
+            worker.stop()

@@ -202,3 +202,51 @@ def test_killed_worker_loses_nothing_and_restores_windows(kafka: EmbeddedBroker,
     finally:
         scored.close()
         worker.stop()
+
+
+def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+    """SIGKILL between a surge's firing and its resolution: after the restart the same alert resolves, once."""
+    topics = TopicNames()
+    make_topics(kafka.bootstrap, topics)
+    env = window_env(
+        1.0, lateness_s=5.0, idle_s=1.0,
+        k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
+    )  # fmt: skip
+    app_id = f"kill-surge-{topics.suffix}"
+    window_ms = 1000
+    base = (int(time.time() * 1000) // window_ms - 60) * window_ms
+    plan = [(1, 10)] * 8 + [(9, 10)] * 3 + [(1, 10)] * 8
+    items = _timed_items(base, window_ms, plan, "ACME")
+    first, second = items[:100], items[100:]  # 8 calm windows and 2 surge windows, then the rest
+    alerts = TopicReader(kafka.bootstrap, topics.alerts)
+    trends = TopicReader(kafka.bootstrap, topics.trends)
+
+    def acme(vals: list[dict]) -> list[dict]:
+        return [v for v in vals if v["key"] == "ACME" and v["dimension"] == "entity"]
+
+    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env).start()
+    try:
+        produce(kafka.bootstrap, topics.news, first, partition=0, pace_every=10, pace_s=0.25)
+        fired = acme(alerts.wait_for(lambda v: any(a["state"] == "firing" for a in acme(v)), timeout=60))
+        assert [a["state"] for a in fired] == ["firing"], worker.log_tail()
+        worker.kill()
+        worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env).start()
+        produce(kafka.bootstrap, topics.news, second, partition=0, pace_every=10, pace_s=0.25)
+        got = acme(alerts.wait_for(lambda v: any(a["state"] == "resolved" for a in acme(v)), timeout=90))
+        time.sleep(3)  # anything duplicated would arrive by now
+        got = acme(alerts.wait_for(lambda v: False, timeout=1))
+        distinct = {(a["alert_id"], a["state"]) for a in got}
+        assert distinct == {(fired[0]["alert_id"], "firing"), (fired[0]["alert_id"], "resolved")}, got
+        windows = acme(trends.wait_for(lambda v: len({w["window_start"] for w in acme(v)}) >= len(plan), timeout=60))
+        by_start = {w["window_start"]: w for w in windows}
+        assert len(by_start) == len(plan)
+        for w, (neg, total) in enumerate(plan):
+            assert (by_start[base + w * window_ms]["count"], by_start[base + w * window_ms]["negative"]) == (total, neg)
+        print(
+            f"\nFAULT kill-mid-surge: alerts {[a['state'] for a in got]} ({len(got) - len(distinct)} redelivered "
+            f"duplicates, same alert_id); {len(windows)} trend records for {len(plan)} windows, counts exact"
+        )
+    finally:
+        alerts.close()
+        trends.close()
+        worker.stop()
