@@ -165,7 +165,7 @@ def produce(
     pace_s: float = 0.0,
 ) -> int:
     """Produce JSON dicts (keyed by id) or raw bytes; optionally one partition and paced."""
-    producer = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=5, max_request_size=8 * 1024 * 1024)
+    producer = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=5, max_request_size=16 * 1024 * 1024)
     n = 0
     for v in values:
         if isinstance(v, dict):
