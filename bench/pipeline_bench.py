@@ -71,15 +71,20 @@ def quantiles(xs: list[float]) -> dict[str, float]:
 
 def run_pipeline_bench(texts: list[str], model: Path, n: int, fractions: list[float], workers: list[int],
                        batch_size: int = 32) -> dict[str, Any]:  # fmt: skip
-    out: dict[str, Any] = {"items": n, "batch_size": batch_size, "sustained": {}, "latency": [], "scale_out": []}
+    out: dict[str, Any] = {"items": n, "batch_size": batch_size, "sustained": {}, "latency": [], "scale_out": [],
+                           "overlap_off": {}}  # fmt: skip
     work = Path(tempfile.mkdtemp())
     with EmbeddedBroker() as broker:
-        env = {"FINSENT_MODEL__BATCH_SIZE": str(batch_size)}
-        for count in workers:
+        base_env = {"FINSENT_MODEL__BATCH_SIZE": str(batch_size)}
+        # The worker as shipped (scoring overlapped with writing) at each scale, then one worker
+        # scoring and writing strictly one batch at a time, for the side-by-side ratio.
+        configs = [(count, True) for count in workers] + [(workers[0], False)]
+        for i_cfg, (count, overlap) in enumerate(configs):
+            env = {**base_env, "FINSENT_WORKER__OVERLAP_IO": str(overlap).lower()}
             topics = TopicNames()
             make_topics(broker.bootstrap, topics)
             app = f"bench-{topics.suffix}"
-            ws = [WorkerProcess(broker.bootstrap, topics, model, work / f"w{count}-{i}", app_id=app, env=env).start()
+            ws = [WorkerProcess(broker.bootstrap, topics, model, work / f"w{i_cfg}-{i}", app_id=app, env=env).start()
                   for i in range(count)]  # fmt: skip
             try:
                 reader = ScoredReader(broker.bootstrap, topics.scored, 4)
@@ -98,11 +103,15 @@ def run_pipeline_bench(texts: list[str], model: Path, n: int, fractions: list[fl
                 secs = time.monotonic() - t0
                 after = [proc_stats(w.proc.pid) for w in ws if w.proc]
                 rate = reader.n / secs
-                row = {"workers": count, "items_per_s": round(rate, 1), "seconds": round(secs, 1),
+                row = {"workers": count, "overlap_io": overlap, "items_per_s": round(rate, 1), "seconds": round(secs, 1),
                        "worker_cpu_s": round(sum(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before, strict=True)), 1),
                        "worker_rss_mb": round(sum(a["rss_mb"] for a in after), 1)}  # fmt: skip
+                if not overlap:
+                    out["overlap_off"] = row
+                    reader.c.close()
+                    continue
                 out["scale_out"].append(row)
-                if count == workers[0]:
+                if i_cfg == 0:
                     out["sustained"] = row
                     for frac in fractions:
                         reader.lat_ms.clear()

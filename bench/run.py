@@ -72,7 +72,18 @@ def main(argv: list[str] | None = None) -> int:
                                    [0.5] if args.smoke else [0.25, 0.5, 0.9], [1] if args.smoke else [1, 2])  # fmt: skip
             result["pipeline"] = p
             print("\n== worker end to end (embedded broker)")
-            print(table(p["scale_out"], ["workers", "items_per_s", "seconds", "worker_cpu_s", "worker_rss_mb"]))
+            rows = [*p["scale_out"], p["overlap_off"]] if p["overlap_off"] else p["scale_out"]
+            print(table(rows, ["workers", "overlap_io", "items_per_s", "seconds", "worker_cpu_s", "worker_rss_mb"]))
+            if p["overlap_off"] and p["sustained"]:
+                p["overlap_speedup"] = round(p["sustained"]["items_per_s"] / p["overlap_off"]["items_per_s"], 2)
+                print(f"overlapped scoring/writing vs one batch at a time: {p['overlap_speedup']}x")
+            if "model" in result:
+                int8 = [r for r in result["model"]["rows"] if r.get("path") == "onnxruntime int8" and r.get("batch") == 32]
+                if int8 and p["sustained"]:
+                    p["fraction_of_model_alone_int8_b32"] = round(
+                        p["sustained"]["items_per_s"] / int8[0]["texts_per_s"], 3
+                    )
+                    print(f"worker end to end / model alone (INT8, batch 32): {p['fraction_of_model_alone_int8_b32']}")
             print(table(p["latency"], ["fraction", "rate", "items", "p50", "p95", "p99"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

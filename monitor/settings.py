@@ -173,6 +173,8 @@ class WorkerSettings(BaseModel):
     commit_interval_s: float = Field(2.0, gt=0)
     # How long a failed output send is retried before its input is dead-lettered instead.
     send_retry_s: float = Field(30.0, ge=0)
+    # Write batch N's outputs while batch N+1 is scored (False: strictly one batch at a time).
+    overlap_io: bool = True
 
 
 class Settings(BaseSettings):

@@ -199,11 +199,10 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             metrics.lag.observe(max(0.0, (done - kafka_ts) / 1000))
         metrics.last_scored.set(done / 1000)
 
-    async def handle_batch(batch: list[Any]) -> None:
-        """Validate every event, score the valid ones in one model call (off the loop), emit.
+    async def prepare(batch: list[Any]) -> tuple[Outbox, list[tuple[Any, val.Item]], list[dict[str, TaskScore]]]:
+        """Validate every event (bad ones to the dead-letter box), score the valid ones in one model call.
 
-        Returns only once every output of the batch is delivered (or its input
-        dead-lettered), so the events Faust acks afterwards are really done.
+        Tokenising and the forward pass both run in the scoring thread, off the event loop.
         """
         box = outbox()
         valid: list[tuple[Any, val.Item]] = []
@@ -219,8 +218,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             else:
                 valid.append((msg, result))
         if not valid:
-            await box.confirm()
-            return
+            return box, [], []
         scorer = pipeline.models.scorer
         texts = [model_text(item.text, item.title, scorer.max_length) for _, item in valid]
         started = time.perf_counter()
@@ -231,10 +229,13 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             log.exception("scoring a batch of %d failed", len(texts))
             for msg, _ in valid:
                 await dead(msg.value, "processing_error", f"model: {type(exc).__name__}: {exc}"[:500], msg, box)
-            await box.confirm()
-            return
+            return box, [], []
         metrics.batch_size.observe(len(texts))
         metrics.scoring_seconds.observe(time.perf_counter() - started)
+        return box, valid, results
+
+    async def emit(box: Outbox, valid: list[tuple[Any, val.Item]], results: list[dict[str, TaskScore]]) -> None:
+        """Write every scored item and its trend events; return once all of it (or a dead letter) is delivered."""
         for i, ((msg, item), scores) in enumerate(zip(valid, results, strict=True)):
             try:
                 await finish_item(msg, item, scores, box, i)
@@ -253,12 +254,39 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
                     await dead(msg.value, "processing_error", f"output not delivered: {exc!r}"[:500], msg, last)
             await last.confirm()
 
-    # One actor takes up to batch_size events (or what arrived within max_wait) and
-    # scores them in one forward pass; Faust acks the events after the batch is done.
+    async def emit_and_ack(stream: Any, events: list[Any], prepared: tuple[Any, ...]) -> None:
+        try:
+            await emit(*prepared)
+        except Exception:
+            log.exception("emitting a batch of %d failed", len(events))
+        for ev in events:
+            await stream.ack(ev)
+
+    # One actor takes up to batch_size events (or what arrived within max_wait) and scores
+    # them in one forward pass. With overlap_io, batch N's outputs are written and confirmed
+    # on the event loop while batch N+1 is tokenised and scored in the thread. take_events
+    # acks a batch as soon as the body returns, so each message holds one extra reference
+    # until its outputs are delivered: the offset becomes committable only then.
     @app.agent(inputs)
     async def score(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.model.batch_size, within=settings.model.max_wait_ms / 1000):
-            await handle_batch(list(batch))
+        size, within = settings.model.batch_size, settings.model.max_wait_ms / 1000
+        if not w.overlap_io:
+            async for batch in stream.take_events(size, within=within):
+                await emit(*await prepare(list(batch)))
+            return
+        inflight: asyncio.Task[None] | None = None
+        try:
+            async for batch in stream.take_events(size, within=within):
+                events = list(batch)
+                for ev in events:
+                    ev.message.incref()
+                prepared = await prepare(events)
+                if inflight is not None:
+                    await inflight
+                inflight = asyncio.create_task(emit_and_ack(stream, events, prepared))
+        finally:
+            if inflight is not None:
+                await inflight
 
     def publish_gauges(dim: str, key: str, closed: Any, stats: Any) -> None:
         label = metrics.key_label(dim, key)
