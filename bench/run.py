@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                 p["overlap_speedup"] = round(p["sustained"]["items_per_s"] / p["overlap_off"]["items_per_s"], 2)
                 print(f"overlapped scoring/writing vs one batch at a time: {p['overlap_speedup']}x")
             if "model" in result:
-                int8 = [r for r in result["model"]["rows"] if r.get("path") == "onnxruntime int8" and r.get("batch") == 32]
+                int8 = [
+                    r for r in result["model"]["rows"] if r.get("path") == "onnxruntime int8" and r.get("batch") == 32
+                ]
                 if int8 and p["sustained"]:
                     p["fraction_of_model_alone_int8_b32"] = round(
                         p["sustained"]["items_per_s"] / int8[0]["texts_per_s"], 3
