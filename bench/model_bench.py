@@ -11,6 +11,10 @@ from typing import Any
 
 import numpy as np
 
+INT8_WO = "onnxruntime int8 weight-only"
+INT8_DYN = "onnxruntime int8 dynamic"
+TWO_MODELS = "int8 w-o, two models (2 passes)"
+
 
 def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
     fn()  # warm-up (allocations, kernel selection)
@@ -39,6 +43,36 @@ def gemm_flops(seconds: float = 2.0) -> float:
     return n * 2 * 2048 * 384 * 1536 / (time.perf_counter() - t0)
 
 
+def int8_gemm_ops(seconds: float = 2.0) -> float:
+    """Measured onnxruntime u8 x s8 MatMulInteger rate (ops/s), same shapes: the ceiling for INT8 paths.
+
+    On CPUs with VNNI or AMX this is several times the fp32 rate, so an INT8 path is judged
+    against it, not against fp32 GEMM.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    m, k, n = 2048, 384, 1536
+    w = np.random.randint(-127, 128, size=(k, n), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])],
+        "int8_gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])],
+        [onnx.numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"a": np.random.randint(0, 256, size=(m, k), dtype=np.uint8)}
+    sess.run(None, feeds)
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        sess.run(None, feeds)
+        count += 1
+    return count * 2 * m * k * n / (time.perf_counter() - t0)
+
+
 def encoder_flops_per_item(seq: float, hidden: int = 384, ffn: int = 1536, layers: int = 6) -> float:
     """Multiply-adds x2 of a BERT encoder for one text of `seq` tokens (projections, FFN, attention)."""
     per_token = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 2 * 2 * seq * hidden
@@ -49,7 +83,7 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     import onnxruntime as ort
     import torch
 
-    from monitor.scorer import softmax
+    from monitor.scorer import choose_providers, softmax
     from training.export import export_onnx, quantize_int8
     from training.model import build_model, encode
     from training.train import load_trained
@@ -64,10 +98,13 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     model.eval()
     tmp = Path(tempfile.mkdtemp())
     fp32 = export_onnx(model, tok, tmp / "model.onnx", 64)
-    int8 = quantize_int8(fp32, tmp / "model.int8.onnx")
+    int8 = quantize_int8(fp32, tmp / "model.int8.onnx")  # weight-only: the shipped bundle's method
+    dyn = quantize_int8(fp32, tmp / "model.int8dyn.onnx", method="dynamic")  # int8 activations too (VNNI/AMX)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sessions = {p.name: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (fp32, int8)}
+    # CUDA where onnxruntime-gpu finds a GPU, else CPU: the same harness runs on both.
+    providers = choose_providers("auto")
+    sessions = {p.name: ort.InferenceSession(str(p), opts, providers=providers) for p in (fp32, int8, dyn)}
     rows = []
     lengths = []
     for bs in batch_sizes:
@@ -85,24 +122,61 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
         variants = {
             "torch fp32": torch_run,
             "onnxruntime fp32": lambda f=feeds: sessions["model.onnx"].run(None, f),
-            "onnxruntime int8": lambda f=feeds: sessions["model.int8.onnx"].run(None, f),
-            "int8, two models (2 passes)": lambda f=feeds: [sessions["model.int8.onnx"].run(None, f) for _ in range(2)],
+            INT8_WO: lambda f=feeds: sessions["model.int8.onnx"].run(None, f),
+            INT8_DYN: lambda f=feeds: sessions["model.int8dyn.onnx"].run(None, f),
+            TWO_MODELS: lambda f=feeds: [sessions["model.int8.onnx"].run(None, f) for _ in range(2)],
         }
         for name, fn in variants.items():
+            cpu0 = time.process_time()  # every thread of this process: what the path costs in CPU
             ts = timed(fn, reps)
+            cpu_ms = (time.process_time() - cpu0) / ((reps + 1) * bs) * 1000
             rows.append({"batch": bs, "path": name, "texts_per_s": round(bs / statistics.median(ts), 1),
                          "p50_ms": round(pct(ts, 0.5) * 1000, 2), "p99_ms": round(pct(ts, 0.99) * 1000, 2),
+                         "cpu_ms_per_text": round(cpu_ms, 2),
                          "tokenise_ms": round(statistics.median(tok_t) * 1000, 2)})  # fmt: skip
     # Agreement of INT8 with torch on all texts.
     enc = encode(tok, texts, 64)
     with torch.no_grad():
         ref = [t.softmax(-1).numpy() for t in model(**enc)]
-    q = sessions["model.int8.onnx"].run(None, {k: v.numpy() for k, v in enc.items()})
-    agreement = {t: round(float((r.argmax(1) == softmax(x).argmax(1)).mean()), 4)
-                 for t, r, x in zip(model.task_names, ref, q, strict=True)}  # fmt: skip
+    agreement = {}
+    for name, file in ((INT8_WO, "model.int8.onnx"), (INT8_DYN, "model.int8dyn.onnx")):
+        q = sessions[file].run(None, {k: v.numpy() for k, v in enc.items()})
+        agreement[name] = {t: round(float((r.argmax(1) == softmax(x).argmax(1)).mean()), 4)
+                           for t, r, x in zip(model.task_names, ref, q, strict=True)}  # fmt: skip
     avg_len = float(enc["attention_mask"].sum()) / len(texts)
     flops = gemm_flops()
+    int8_ops = int8_gemm_ops()
     per_item = encoder_flops_per_item(avg_len)
-    return {"source": source, "rows": rows, "int8_argmax_agreement_vs_torch": agreement,
+    return {"source": source, "providers": providers, "rows": rows, "int8_argmax_agreement_vs_torch": agreement,
             "avg_tokens": round(avg_len, 1), "gemm_gflops": round(flops / 1e9, 1),
-            "flops_per_item_mflop": round(per_item / 1e6, 1), "ceiling_items_per_s": round(flops / per_item, 1)}  # fmt: skip
+            "flops_per_item_mflop": round(per_item / 1e6, 1), "ceiling_items_per_s": round(flops / per_item, 1),
+            "int8_gemm_gops": round(int8_ops / 1e9, 1), "int8_ceiling_items_per_s": round(int8_ops / per_item, 1)}  # fmt: skip
+
+
+def run_serving_bench(texts: list[str], bundle: Path, batch_sizes: list[int], buckets: list[int],
+                      repeat: int) -> dict[str, Any]:  # fmt: skip
+    """The worker's own scoring call (tokenise, pad, run, softmax) over every text, per bucket size.
+
+    Texts are shuffled once (seeded) so each batch mixes short tweets and long
+    headlines, as the live stream does; bucket 0 pads a batch to its longest text.
+    """
+    import random
+
+    from monitor.bundle import load_bundle
+    from monitor.scorer import Scorer
+
+    mixed = list(texts)
+    random.Random(0).shuffle(mixed)
+    rows = []
+    providers: list[str] = []
+    for bs in batch_sizes:
+        batches = [mixed[i : i + bs] for i in range(0, len(mixed), bs)]
+        for bucket in buckets:
+            if bucket and bucket >= bs:
+                continue
+            scorer = Scorer([load_bundle(bundle)], bucket_size=bucket)
+            providers = scorer.providers
+            ts = timed(lambda s=scorer, bb=batches: [s.score(b) for b in bb], repeat)
+            rows.append({"batch": bs, "bucket": bucket or "none (pad to longest)",
+                         "texts_per_s": round(len(mixed) / statistics.median(ts), 1)})  # fmt: skip
+    return {"bundle": str(bundle), "providers": providers, "texts": len(mixed), "rows": rows}

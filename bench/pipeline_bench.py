@@ -11,6 +11,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from bench.profile import Profiler
 from monitor.broker import EmbeddedBroker
 from tests.worker_harness import TopicNames, WorkerProcess, make_topics
 
@@ -25,6 +26,10 @@ def proc_stats(pid: int) -> dict[str, float]:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) * 1024
     return {"cpu_s": (int(f[11]) + int(f[12])) / ticks, "rss_mb": rss / 1e6}
+
+
+def broker_cpu(broker: EmbeddedBroker) -> float:
+    return proc_stats(broker.pid)["cpu_s"] if broker.pid else 0.0
 
 
 class ScoredReader:
@@ -70,7 +75,7 @@ def quantiles(xs: list[float]) -> dict[str, float]:
 
 
 def run_pipeline_bench(texts: list[str], model: Path, n: int, fractions: list[float], workers: list[int],
-                       batch_size: int = 32) -> dict[str, Any]:  # fmt: skip
+                       batch_size: int = 32, profile_to: Path | None = None) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"items": n, "batch_size": batch_size, "sustained": {}, "latency": [], "scale_out": [],
                            "overlap_off": {}}  # fmt: skip
     work = Path(tempfile.mkdtemp())
@@ -95,6 +100,11 @@ def run_pipeline_bench(texts: list[str], model: Path, n: int, fractions: list[fl
                 reader.lat_ms.clear()
                 reader.n = 0
                 before = [proc_stats(w.proc.pid) for w in ws if w.proc]
+                broker_before, bench_before = broker_cpu(broker), time.process_time()
+                # py-spy on the first (shipped-configuration, one-worker) burst: where the time goes.
+                prof = Profiler(ws[0].proc.pid, profile_to) if profile_to and i_cfg == 0 and ws[0].proc else None
+                if prof:
+                    prof.start()
                 t0 = time.monotonic()
                 produce(broker.bootstrap, topics.news, texts, n, None, "burst")
                 deadline = t0 + 600
@@ -102,10 +112,17 @@ def run_pipeline_bench(texts: list[str], model: Path, n: int, fractions: list[fl
                     reader.drain()
                 secs = time.monotonic() - t0
                 after = [proc_stats(w.proc.pid) for w in ws if w.proc]
+                broker_cores = (broker_cpu(broker) - broker_before) / secs
+                bench_cores = (time.process_time() - bench_before) / secs
+                if prof:
+                    out["profile"] = prof.stop()
                 rate = reader.n / secs
                 row = {"workers": count, "overlap_io": overlap, "items_per_s": round(rate, 1), "seconds": round(secs, 1),
                        "worker_cpu_s": round(sum(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before, strict=True)), 1),
-                       "worker_rss_mb": round(sum(a["rss_mb"] for a in after), 1)}  # fmt: skip
+                       "worker_rss_mb": round(sum(a["rss_mb"] for a in after), 1),
+                       "broker_cores": round(broker_cores, 2), "load_gen_cores": round(bench_cores, 2)}  # fmt: skip
+                row["worker_cores"] = round(row["worker_cpu_s"] / secs, 2)
+                row["worker_cpu_ms_per_item"] = round(row["worker_cpu_s"] / max(1, reader.n) * 1000, 2)
                 if not overlap:
                     out["overlap_off"] = row
                     reader.c.close()

@@ -50,18 +50,45 @@ def main(argv: list[str] | None = None) -> int:
                               "python": platform.python_version(), "smoke": args.smoke}  # fmt: skip
     texts = load_texts(256 if not args.smoke else 64)
     if not args.skip_model:
-        from bench.model_bench import run_model_bench
+        from bench.model_bench import INT8_DYN, INT8_WO, TWO_MODELS, run_model_bench
 
         sizes = [1, 8, 32] if args.smoke else [1, 8, 32, 128]
         m = run_model_bench(texts, sizes, 3 if args.smoke else 30, args.run)
         result["model"] = m
         print(f"\n== model alone ({m['source']}; avg {m['avg_tokens']} tokens/text)")
-        print(table(m["rows"], ["batch", "path", "texts_per_s", "p50_ms", "p99_ms", "tokenise_ms"]))
-        print(f"INT8 argmax agreement with torch: {m['int8_argmax_agreement_vs_torch']}")
+        print(table(m["rows"], ["batch", "path", "texts_per_s", "p50_ms", "p99_ms", "cpu_ms_per_text", "tokenise_ms"]))
+        for name, agree in m["int8_argmax_agreement_vs_torch"].items():
+            print(f"argmax agreement with torch, {name}: {agree}")
         print(f"ceiling: GEMM {m['gemm_gflops']} GFLOP/s / {m['flops_per_item_mflop']} MFLOP per item "
-              f"= {m['ceiling_items_per_s']} items/s")  # fmt: skip
+              f"= {m['ceiling_items_per_s']} items/s (fp32); INT8 MatMulInteger {m['int8_gemm_gops']} GOP/s "
+              f"= {m['int8_ceiling_items_per_s']} items/s (dynamic INT8)")  # fmt: skip
         for r in m["rows"]:
-            r["fraction_of_ceiling"] = round(r["texts_per_s"] / m["ceiling_items_per_s"], 3)
+            # Dynamic INT8 (int8 activations) against the INT8 GEMM rate; weight-only INT8 computes in fp32.
+            ceiling = m["int8_ceiling_items_per_s"] if "dynamic" in r["path"] else m["ceiling_items_per_s"]
+            r["fraction_of_ceiling"] = round(r["texts_per_s"] / ceiling, 3)
+        by = {(r["batch"], r["path"]): r["texts_per_s"] for r in m["rows"]}
+        ratios = {}
+        for bs in sizes:
+            torch_tps = by.get((bs, "torch fp32"))
+            int8_tps = by.get((bs, INT8_WO))
+            dyn_tps = by.get((bs, INT8_DYN))
+            two = by.get((bs, TWO_MODELS))
+            ratios[bs] = {"ort_fp32_vs_torch": round(by[(bs, "onnxruntime fp32")] / torch_tps, 2) if torch_tps else None,
+                          "int8_wo_vs_torch": round(int8_tps / torch_tps, 2) if torch_tps and int8_tps else None,
+                          "int8_dyn_vs_torch": round(dyn_tps / torch_tps, 2) if torch_tps and dyn_tps else None,
+                          "one_pass_vs_two_models": round(int8_tps / two, 2) if two and int8_tps else None}  # fmt: skip
+        m["ratios"] = ratios
+        print(table([{"batch": bs, **r} for bs, r in ratios.items()],
+                    ["batch", "ort_fp32_vs_torch", "int8_wo_vs_torch", "int8_dyn_vs_torch",
+                     "one_pass_vs_two_models"]))  # fmt: skip
+        print(table(m["rows"], ["batch", "path", "fraction_of_ceiling"]))
+        if (args.model / "manifest.json").is_file():
+            from bench.model_bench import run_serving_bench
+
+            s = run_serving_bench(texts, args.model, [32, 128], [0, 8, 16, 32], 2 if args.smoke else 5)
+            result["serving"] = s
+            print(f"\n== serving scorer (tokenise+pad+run) over {s['texts']} mixed texts, {s['providers'][0]}")
+            print(table(s["rows"], ["batch", "bucket", "texts_per_s"]))
     if not args.skip_pipeline:
         from bench.pipeline_bench import run_pipeline_bench
 
@@ -69,24 +96,42 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no bundle at {args.model}: pipeline bench skipped", file=sys.stderr)
         else:
             p = run_pipeline_bench(texts, args.model, 200 if args.smoke else 3000,
-                                   [0.5] if args.smoke else [0.25, 0.5, 0.9], [1] if args.smoke else [1, 2])  # fmt: skip
+                                   [0.5] if args.smoke else [0.25, 0.5, 0.9], [1] if args.smoke else [1, 2],
+                                   profile_to=args.out.parent / "worker-profile.txt")  # fmt: skip
             result["pipeline"] = p
             print("\n== worker end to end (embedded broker)")
             rows = [*p["scale_out"], p["overlap_off"]] if p["overlap_off"] else p["scale_out"]
-            print(table(rows, ["workers", "overlap_io", "items_per_s", "seconds", "worker_cpu_s", "worker_rss_mb"]))
+            print(table(rows, ["workers", "overlap_io", "items_per_s", "seconds", "worker_cores", "broker_cores",
+                               "load_gen_cores", "worker_cpu_ms_per_item", "worker_rss_mb"]))  # fmt: skip
             if p["overlap_off"] and p["sustained"]:
                 p["overlap_speedup"] = round(p["sustained"]["items_per_s"] / p["overlap_off"]["items_per_s"], 2)
                 print(f"overlapped scoring/writing vs one batch at a time: {p['overlap_speedup']}x")
             if "model" in result:
-                int8 = [
-                    r for r in result["model"]["rows"] if r.get("path") == "onnxruntime int8" and r.get("batch") == 32
-                ]
+                int8 = [r for r in result["model"]["rows"] if r.get("path") == INT8_WO and r.get("batch") == 32]
                 if int8 and p["sustained"]:
                     p["fraction_of_model_alone_int8_b32"] = round(
                         p["sustained"]["items_per_s"] / int8[0]["texts_per_s"], 3
                     )
                     print(f"worker end to end / model alone (INT8, batch 32): {p['fraction_of_model_alone_int8_b32']}")
+                    # The same comparison per CPU second: on a small machine the broker and the load
+                    # generator share the cores, so items/s alone understates the worker.
+                    p["cpu_fraction_of_model_alone_int8_b32"] = round(
+                        int8[0]["cpu_ms_per_text"] / p["sustained"]["worker_cpu_ms_per_item"], 3
+                    )
+                    print(f"  per CPU second (model CPU per text / worker CPU per item): "
+                          f"{p['cpu_fraction_of_model_alone_int8_b32']}")  # fmt: skip
+            serving = [r for r in result.get("serving", {}).get("rows", []) if r["batch"] == 32 and r["bucket"] == 16]
+            if serving and p["sustained"]:
+                p["fraction_of_serving_scorer_b32"] = round(
+                    p["sustained"]["items_per_s"] / serving[0]["texts_per_s"], 3
+                )
+                print(f"worker end to end / its own scoring call alone (batch 32, bucket 16): "
+                      f"{p['fraction_of_serving_scorer_b32']}")  # fmt: skip
+            print("end-to-end latency, ms (input published_at -> scored record's Kafka timestamp)")
             print(table(p["latency"], ["fraction", "rate", "items", "p50", "p95", "p99"]))
+            if p.get("profile"):
+                print(f"\n== where the worker's CPU went (py-spy, {p['profile']['samples']} samples, one-worker burst)")
+                print(table(p["profile"]["rows"], ["component", "share", "samples"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")

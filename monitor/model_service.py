@@ -33,16 +33,26 @@ def _stamp(paths: Sequence[Path]) -> tuple[tuple[int, int], ...]:
 
 
 class ModelService:
-    def __init__(self, paths: Sequence[Path], variant: str = "auto", providers: str = "auto", threads: int = 0) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        variant: str = "auto",
+        providers: str = "auto",
+        threads: int = 0,
+        bucket_size: int = 16,
+    ) -> None:
         self.paths = [Path(p) for p in paths]
         self.variant = variant
         self.providers = providers
         self.threads = threads
+        self.bucket_size = bucket_size
         self.scorer = self._load()
         self._stamp = _stamp(self.paths)
 
     def _load(self) -> Scorer:
-        scorer = Scorer([load_bundle(p, self.variant) for p in self.paths], self.providers, self.threads)
+        scorer = Scorer(
+            [load_bundle(p, self.variant) for p in self.paths], self.providers, self.threads, self.bucket_size
+        )
         if "sentiment" not in scorer.tasks:
             raise BundleError("no bundle provides the 'sentiment' task")
         try:

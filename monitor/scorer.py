@@ -4,7 +4,9 @@ Runs in a worker thread (never on the event loop). Batches are padded to
 the longest text in the batch rounded up to a multiple of 8, not to
 max_length: short tweets must not pay for long headlines, and a bounded
 set of shapes keeps onnxruntime's memory flat (onnxruntime #11118).
-Several bundles may be combined (e.g. separate topic and sentiment
+Larger batches are sorted by token count and run in chunks of
+`bucket_size`, so each chunk is padded only to its own longest text
+(measured in bench/: see bench/README.md). Several bundles may be combined (e.g. separate topic and sentiment
 models); one multi-task bundle scores every task in one forward pass.
 """
 
@@ -114,6 +116,20 @@ class _Model:
         outs = self.session.run(names, feeds)
         return {t.name: softmax(o.astype(np.float32)) for t, o in zip(self.bundle.tasks.values(), outs, strict=True)}
 
+    def run_bucketed(self, ids: list[list[int]], bucket_size: int) -> dict[str, np.ndarray]:
+        """Run length-sorted chunks of at most `bucket_size` texts; rows come back in input order."""
+        if bucket_size <= 0 or len(ids) <= bucket_size:
+            return self.run(ids)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        parts = [self.run([ids[i] for i in order[s : s + bucket_size]]) for s in range(0, len(ids), bucket_size)]
+        out: dict[str, np.ndarray] = {}
+        for task in parts[0]:
+            stacked = np.concatenate([p[task] for p in parts])
+            restored = np.empty_like(stacked)
+            restored[order] = stacked
+            out[task] = restored
+        return out
+
 
 def model_text(text: str, title: str | None, max_length: int) -> str:
     """The string the model sees: title (if any) then text, cut and normalised."""
@@ -125,10 +141,17 @@ def model_text(text: str, title: str | None, max_length: int) -> str:
 class Scorer:
     """Scores batches of raw texts with one or more bundles; thread-safe for run()."""
 
-    def __init__(self, bundles: Sequence[Bundle], providers: str = "auto", intra_op_threads: int = 0) -> None:
+    def __init__(
+        self,
+        bundles: Sequence[Bundle],
+        providers: str = "auto",
+        intra_op_threads: int = 0,
+        bucket_size: int = 16,
+    ) -> None:
         if not bundles:
             raise BundleError("no model bundle given")
         self.providers = choose_providers(providers)
+        self.bucket_size = bucket_size
         self.models = [_Model(b, self.providers, intra_op_threads) for b in bundles]
         seen: set[str] = set()
         for m in self.models:
@@ -141,9 +164,14 @@ class Scorer:
 
     @classmethod
     def from_paths(
-        cls, paths: Sequence[str], variant: str = "auto", providers: str = "auto", intra_op_threads: int = 0
+        cls,
+        paths: Sequence[str],
+        variant: str = "auto",
+        providers: str = "auto",
+        intra_op_threads: int = 0,
+        bucket_size: int = 16,
     ) -> Scorer:
-        return cls([load_bundle(p, variant) for p in paths], providers, intra_op_threads)
+        return cls([load_bundle(p, variant) for p in paths], providers, intra_op_threads, bucket_size)
 
     @property
     def ident(self) -> dict[str, str]:
@@ -163,7 +191,7 @@ class Scorer:
         results: list[dict[str, TaskScore]] = [{} for _ in texts]
         for model in self.models:
             ids = model.encode(texts)
-            probs = model.run(ids)
+            probs = model.run_bucketed(ids, self.bucket_size)
             for task_name, p in probs.items():
                 labels = model.bundle.tasks[task_name].labels
                 if p.shape[1] != len(labels):

@@ -130,6 +130,9 @@ class ModelSettings(BaseModel):
     intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime default")
     batch_size: int = Field(32, ge=1, le=1024)
     max_wait_ms: float = Field(20.0, ge=0, le=10_000)
+    # A batch is sorted by token count and run in chunks of this many texts, each padded
+    # only to its own longest text (0 = one chunk). See bench/README.md for the measurement.
+    bucket_size: int = Field(16, ge=0, le=1024)
     # Check the bundle directory for a new version this often (hot swap).
     reload_interval_s: float = Field(5.0, ge=0)
 

@@ -86,6 +86,7 @@ def run_worker(settings: Settings, extra_models: list[Path] | None = None, creat
             variant=settings.model.variant,
             providers=settings.model.providers,
             threads=settings.model.intra_op_threads,
+            bucket_size=settings.model.bucket_size,
         )
     except BundleError as exc:
         raise CliError(f"cannot load model bundle: {exc}") from None

@@ -23,6 +23,7 @@ def test_bench_smoke_writes_table_and_json(tmp_path: Path) -> None:
     assert "texts_per_s" in r.stdout and "items_per_s" in r.stdout
     res = json.loads(out.read_text())
     paths = {row["path"] for row in res["model"]["rows"]}
-    assert {"torch fp32", "onnxruntime fp32", "onnxruntime int8"} <= paths
+    assert {"torch fp32", "onnxruntime fp32", "onnxruntime int8 weight-only", "onnxruntime int8 dynamic"} <= paths
+    assert {row["bucket"] for row in res["serving"]["rows"]} >= {"none (pad to longest)", 16}
     assert res["model"]["ceiling_items_per_s"] > 0
     assert res["pipeline"]["sustained"]["items_per_s"] > 0 and res["pipeline"]["latency"]

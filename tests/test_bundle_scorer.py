@@ -81,6 +81,19 @@ def test_scorer_predicts_and_pads_per_batch(bundle: Path) -> None:
     assert alone == pytest.approx(out[2]["sentiment"].probs, abs=1e-4)
 
 
+def test_length_sorted_chunks_keep_input_order_and_scores(bundle: Path) -> None:
+    words = ["shares", "plunge", "fraud", "record", "profit", "growth", "court", "the", "company", "lawsuit"]
+    # Lengths deliberately unsorted so chunking must reorder and restore.
+    texts = [" ".join(words[: 1 + (i * 7) % 10] * (1 + i % 3)) for i in range(37)]
+    whole = Scorer([load_bundle(bundle)], providers="cpu", bucket_size=0).score(texts)
+    chunked = Scorer([load_bundle(bundle)], providers="cpu", bucket_size=4).score(texts)
+    assert len(chunked) == len(texts)
+    for a, b in zip(whole, chunked, strict=True):
+        assert a["sentiment"].label == b["sentiment"].label
+        assert a["topic"].label == b["topic"].label
+        assert a["sentiment"].probs == pytest.approx(b["sentiment"].probs, abs=1e-4)
+
+
 def test_separate_single_task_bundles_combine(tmp_path: Path) -> None:
     topic = make_bundle(tmp_path / "t", tasks=("topic",))
     sent = make_bundle(tmp_path / "s", tasks=("sentiment",))
