@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import platform
 import sys
 import time
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-model", action="store_true")
     ap.add_argument("--skip-pipeline", action="store_true")
     args = ap.parse_args(argv)
+    # The ONNX quantiser switches the root logger to INFO; keep the Kafka clients' chatter out of the tables.
+    for name in ("kafka", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     result: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.platform(),
                               "python": platform.python_version(), "smoke": args.smoke}  # fmt: skip
     texts = load_texts(256 if not args.smoke else 64)
