@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from monitor.bundle import MANIFEST, BundleError, load_bundle
+from monitor.bundle import MANIFEST, BundleError
 from monitor.scorer import Scorer, TaskScore
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,7 @@ class ModelService:
         self._stamp = _stamp(self.paths)
 
     def _load(self) -> Scorer:
-        scorer = Scorer(
-            [load_bundle(p, self.variant) for p in self.paths], self.providers, self.threads, self.bucket_size
-        )
+        scorer = Scorer.from_paths(self.paths, self.variant, self.providers, self.threads, self.bucket_size)
         if "sentiment" not in scorer.tasks:
             raise BundleError("no bundle provides the 'sentiment' task")
         try:

@@ -6,13 +6,15 @@ max_length: short tweets must not pay for long headlines, and a bounded
 set of shapes keeps onnxruntime's memory flat (onnxruntime #11118).
 Larger batches are sorted by token count and run in chunks of
 `bucket_size`, so each chunk is padded only to its own longest text
-(measured in bench/: see bench/README.md). Several bundles may be combined (e.g. separate topic and sentiment
-models); one multi-task bundle scores every task in one forward pass.
+(measured in bench/: see bench/README.md). Several bundles may be
+combined (e.g. separate topic and sentiment models); one multi-task
+bundle scores every task in one forward pass.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -165,7 +167,7 @@ class Scorer:
     @classmethod
     def from_paths(
         cls,
-        paths: Sequence[str],
+        paths: Sequence[str | os.PathLike[str]],
         variant: str = "auto",
         providers: str = "auto",
         intra_op_threads: int = 0,
