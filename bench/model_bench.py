@@ -83,7 +83,7 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     import onnxruntime as ort
     import torch
 
-    from monitor.scorer import choose_providers, softmax
+    from monitor.scorer import choose_providers, session_options, softmax
     from training.export import export_onnx, quantize_int8
     from training.model import build_model, encode
     from training.train import load_trained
@@ -100,10 +100,9 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     fp32 = export_onnx(model, tok, tmp / "model.onnx", 64)
     int8 = quantize_int8(fp32, tmp / "model.int8.onnx")  # weight-only: the shipped bundle's method
     dyn = quantize_int8(fp32, tmp / "model.int8dyn.onnx", method="dynamic")  # int8 activations too (VNNI/AMX)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # CUDA where onnxruntime-gpu finds a GPU, else CPU: the same harness runs on both.
     providers = choose_providers("auto")
+    opts = session_options()  # the worker's options (denormals flushed to zero)
     sessions = {p.name: ort.InferenceSession(str(p), opts, providers=providers) for p in (fp32, int8, dyn)}
     rows = []
     lengths = []
@@ -134,6 +133,14 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
                          "p50_ms": round(pct(ts, 0.5) * 1000, 2), "p99_ms": round(pct(ts, 0.99) * 1000, 2),
                          "cpu_ms_per_text": round(cpu_ms, 2),
                          "tokenise_ms": round(statistics.median(tok_t) * 1000, 2)})  # fmt: skip
+    # Denormals flushed vs kept, same graph and batch, one process each (bench/denormals.py).
+    from bench.denormals import measure
+
+    bs = 32 if 32 in batch_sizes else max(batch_sizes)
+    enc = encode(tok, texts[:bs], 64)
+    feeds = {k: v.numpy() for k, v in enc.items()}
+    denormals = {name: {"batch": bs, **measure(p, feeds, repeat, tmp)} for name, p in
+                 (("onnxruntime fp32", fp32), (INT8_DYN, dyn), (INT8_WO, int8))}  # fmt: skip
     # Agreement of INT8 with torch on all texts.
     enc = encode(tok, texts, 64)
     with torch.no_grad():
@@ -149,6 +156,7 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     int8_ops = int8_gemm_ops()
     per_item = encoder_flops_per_item(avg_len)
     return {"source": source, "providers": providers, "rows": rows, "int8_argmax_agreement_vs_torch": agreement,
+            "denormals": denormals,
             "avg_tokens": round(avg_len, 1), "gemm_gflops": round(flops / 1e9, 1),
             "flops_per_item_mflop": round(per_item / 1e6, 1), "ceiling_items_per_s": round(flops / per_item, 1),
             "int8_gemm_gops": round(int8_ops / 1e9, 1), "int8_ceiling_items_per_s": round(int8_ops / per_item, 1)}  # fmt: skip

@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                     ["batch", "ort_fp32_vs_torch", "int8_wo_vs_torch", "int8_dyn_vs_torch",
                      "one_pass_vs_two_models"]))  # fmt: skip
         print(table(m["rows"], ["batch", "path", "fraction_of_ceiling"]))
+        for d in m["denormals"].values():
+            d["gain"] = round(d["flushed"] / d["kept"], 2)
+        print("denormals flushed to zero vs kept (texts/s, one process each):")
+        print(
+            table([{"path": k, **v} for k, v in m["denormals"].items()], ["path", "batch", "flushed", "kept", "gain"])
+        )
         if (args.model / "manifest.json").is_file():
             from bench.model_bench import run_serving_bench
 

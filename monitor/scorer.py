@@ -54,6 +54,26 @@ def choose_providers(preference: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def session_options(intra_op_threads: int = 0, denormals_as_zero: bool = True) -> Any:
+    """Session options every finsent session uses.
+
+    Denormals as zero: attention softmax over masked and very negative scores
+    produces denormal floats, which x86 handles in microcode; flushing them cut
+    Softmax from 14 to 2.7 ms per batch of 32 (profiled, dynamic INT8 MiniLM) and
+    the whole batch by ~20 % in fp32 and INT8 (bench/README.md). Values below
+    1e-38 change no probability a person or an alert could see.
+    """
+    ort = _import_ort()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        opts.intra_op_num_threads = intra_op_threads
+    if denormals_as_zero:
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+    opts.log_severity_level = 3
+    return opts
+
+
 @dataclass(frozen=True)
 class TaskScore:
     label: str
@@ -81,11 +101,7 @@ class _Model:
             raise BundleError(f"tokenizer {bundle.tokenizer_file} cannot be loaded: {exc}") from exc
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=bundle.max_length)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads:
-            opts.intra_op_num_threads = intra_op_threads
-        opts.log_severity_level = 3
+        opts = session_options(intra_op_threads)
         try:
             self.session = ort.InferenceSession(str(bundle.model_file), sess_options=opts, providers=providers)
         except Exception as exc:

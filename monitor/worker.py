@@ -26,7 +26,6 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +85,7 @@ class Pipeline:
         wl = settings.worker.watchlist
         self.watchlist = ent.Watchlist.from_file(wl) if wl else ent.default_watchlist()
         metrics.set_entity_policy(self.watchlist.contains, settings.worker.max_metric_entities)
-        # One model call at a time, in a thread: onnxruntime uses the cores inside a call,
-        # and the event loop stays free for heartbeats and fetches meanwhile.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finsent-score")
+        self.executor = models.executor  # the scoring thread (monitor/model_service.py)
         w = settings.windows
         self.window_cfg = win.WindowConfig(
             size_ms=int(w.size_s * 1000),

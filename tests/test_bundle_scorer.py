@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,55 @@ def test_wrong_label_count_is_refused_on_load_and_on_swap(tmp_path: Path) -> Non
     shutil.copytree(bad, live)
     assert svc.maybe_reload() is False
     assert svc.score(["fraud"])[0]["sentiment"].label == "negative"
+
+
+# Multiplies 1e-20 by itself (1e-40, below float32's smallest normal) in a one-node graph small
+# enough that onnxruntime runs it on the calling thread: 0.0 there means that thread flushes denormals.
+_PROBE = """
+import sys, tempfile
+from pathlib import Path
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+from monitor.scorer import session_options
+vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in "xyz"]
+g = helper.make_graph([helper.make_node("Mul", ["x", "y"], ["z"])], "g", vi[:2], vi[2:])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+x = np.full(64, 1e-20, np.float32)
+def probe(sess): return float(sess.run(None, {"x": x, "y": x})[0].max())
+if sys.argv[1] == "options":
+    s = ort.InferenceSession(m, session_options(denormals_as_zero=sys.argv[2] == "1"), providers=["CPUExecutionProvider"])
+    print(probe(s))
+else:  # the worker's arrangement: ModelService first, then the same probe on each thread
+    from monitor.model_service import ModelService
+    from tests.tiny_bundle import make_bundle
+    svc = ModelService([make_bundle(Path(tempfile.mkdtemp()) / "b")], providers="cpu")
+    s = ort.InferenceSession(m, session_options(denormals_as_zero=False), providers=["CPUExecutionProvider"])
+    print(probe(s), svc.executor.submit(probe, s).result())
+"""
+
+
+def _probe(*args: str) -> list[float]:
+    # A fresh interpreter each: onnxruntime sets the calling thread's mode from a process's first session.
+    r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    return [float(v) for v in r.stdout.split()]
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_session_options_flush_denormals_unless_told_not_to(flush: bool) -> None:
+    (product,) = _probe("options", "1" if flush else "0")
+    assert product == 0.0 if flush else 0.0 < product < 1.2e-38
+
+
+def test_scoring_thread_flushes_denormals_and_event_loop_thread_does_not() -> None:
+    main_thread, scoring_thread = _probe("service")
+    assert scoring_thread == 0.0
+    assert 0.0 < main_thread < 1.2e-38
+
+
+def test_worker_sessions_ask_for_denormals_as_zero(bundle: Path) -> None:
+    scorer = Scorer.from_paths([bundle], providers="cpu")
+    opts = scorer.models[0].session.get_session_options()
+    assert opts.get_session_config_entry("session.set_denormal_as_zero") == "1"

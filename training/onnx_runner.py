@@ -42,6 +42,8 @@ class OnnxRunner:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
+        # As the worker's sessions (monitor.scorer.session_options): denormals flushed to zero.
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(model_file), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
