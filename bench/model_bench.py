@@ -13,6 +13,7 @@ import numpy as np
 
 INT8_WO = "onnxruntime int8 weight-only"
 INT8_DYN = "onnxruntime int8 dynamic"
+INT8_SMOOTH = "onnxruntime int8 dynamic-smooth"
 TWO_MODELS = "int8 w-o, two models (2 passes)"
 
 
@@ -79,12 +80,19 @@ def encoder_flops_per_item(seq: float, hidden: int = 384, ffn: int = 1536, layer
     return layers * per_token * seq
 
 
-def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_dir: Path | None) -> dict[str, Any]:
+def _argmaxes(outputs: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """outputs[batch][task] logits -> per task, the argmax of every text in order."""
+    return [np.concatenate([o[t].argmax(-1) for o in outputs]) for t in range(len(outputs[0]))]
+
+
+def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_dir: Path | None,
+                    calib_texts: list[str], agree_texts: list[str]) -> dict[str, Any]:  # fmt: skip
+    """Timing on `texts`; SmoothQuant calibrated on `calib_texts`; argmax agreement on `agree_texts`."""
     import onnxruntime as ort
     import torch
 
-    from monitor.scorer import choose_providers, session_options, softmax
-    from training.export import export_onnx, quantize_int8
+    from monitor.scorer import choose_providers, session_options
+    from training.export import calibration_feeds, export_onnx, quantize_int8
     from training.model import build_model, encode
     from training.train import load_trained
 
@@ -100,10 +108,12 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     fp32 = export_onnx(model, tok, tmp / "model.onnx", 64)
     int8 = quantize_int8(fp32, tmp / "model.int8.onnx")  # weight-only: the shipped bundle's method
     dyn = quantize_int8(fp32, tmp / "model.int8dyn.onnx", method="dynamic")  # int8 activations too (VNNI/AMX)
+    smooth = quantize_int8(fp32, tmp / "model.int8smooth.onnx", method="dynamic-smooth",
+                           calibration=calibration_feeds(tok, calib_texts, 64))  # fmt: skip
     # CUDA where onnxruntime-gpu finds a GPU, else CPU: the same harness runs on both.
     providers = choose_providers("auto")
     opts = session_options()  # the worker's options (denormals flushed to zero)
-    sessions = {p.name: ort.InferenceSession(str(p), opts, providers=providers) for p in (fp32, int8, dyn)}
+    sessions = {p.name: ort.InferenceSession(str(p), opts, providers=providers) for p in (fp32, int8, dyn, smooth)}
     rows = []
     lengths = []
     for bs in batch_sizes:
@@ -123,6 +133,7 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
             "onnxruntime fp32": lambda f=feeds: sessions["model.onnx"].run(None, f),
             INT8_WO: lambda f=feeds: sessions["model.int8.onnx"].run(None, f),
             INT8_DYN: lambda f=feeds: sessions["model.int8dyn.onnx"].run(None, f),
+            INT8_SMOOTH: lambda f=feeds: sessions["model.int8smooth.onnx"].run(None, f),
             TWO_MODELS: lambda f=feeds: [sessions["model.int8.onnx"].run(None, f) for _ in range(2)],
         }
         for name, fn in variants.items():
@@ -140,17 +151,20 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     enc = encode(tok, texts[:bs], 64)
     feeds = {k: v.numpy() for k, v in enc.items()}
     denormals = {name: {"batch": bs, **measure(p, feeds, repeat, tmp)} for name, p in
-                 (("onnxruntime fp32", fp32), (INT8_DYN, dyn), (INT8_WO, int8))}  # fmt: skip
-    # Agreement of INT8 with torch on all texts.
-    enc = encode(tok, texts, 64)
+                 (("onnxruntime fp32", fp32), (INT8_DYN, dyn), (INT8_SMOOTH, smooth), (INT8_WO, int8))}  # fmt: skip
+    # Argmax agreement of each INT8 graph with torch, in batches of 32 as served, on texts that
+    # neither timing nor calibration used.
+    agree_batches = [encode(tok, agree_texts[i : i + 32], 64) for i in range(0, len(agree_texts), 32)]
     with torch.no_grad():
-        ref = [t.softmax(-1).numpy() for t in model(**enc)]
-    all_feeds = {k: v.numpy() for k, v in enc.items()}
-    agreement = {}
-    for name, file in ((INT8_WO, "model.int8.onnx"), (INT8_DYN, "model.int8dyn.onnx")):
-        q = sessions[file].run(None, all_feeds)
-        agreement[name] = {t: round(float((r.argmax(1) == softmax(x).argmax(1)).mean()), 4)
-                           for t, r, x in zip(model.task_names, ref, q, strict=True)}  # fmt: skip
+        ref = _argmaxes([[t.numpy() for t in model(**e)] for e in agree_batches])
+    agreement: dict[str, Any] = {"texts": len(agree_texts)}
+    for name, file in ((INT8_WO, "model.int8.onnx"), (INT8_DYN, "model.int8dyn.onnx"),
+                       (INT8_SMOOTH, "model.int8smooth.onnx")):  # fmt: skip
+        outs = [sessions[file].run(None, {k: v.numpy() for k, v in e.items()}) for e in agree_batches]
+        got = _argmaxes(outs)
+        agreement[name] = {t: round(float((r == g).mean()), 4)
+                           for t, r, g in zip(model.task_names, ref, got, strict=True)}  # fmt: skip
+    enc = encode(tok, texts, 64)
     avg_len = float(enc["attention_mask"].sum()) / len(texts)
     flops = gemm_flops()
     int8_ops = int8_gemm_ops()

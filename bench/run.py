@@ -52,17 +52,22 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     result: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.platform(),
                               "python": platform.python_version(), "smoke": args.smoke}  # fmt: skip
-    texts = load_texts(256 if not args.smoke else 64)
+    # Timing on the first texts; SmoothQuant calibration and INT8 agreement each on texts of their own.
+    n_time, n_calib, n_agree = (64, 64, 128) if args.smoke else (256, 512, 2000)
+    pool = load_texts(n_time + n_calib + n_agree)
+    texts, calib, agree = pool[:n_time], pool[n_time : n_time + n_calib], pool[n_time + n_calib :]
     if not args.skip_model:
-        from bench.model_bench import INT8_DYN, INT8_WO, TWO_MODELS, run_model_bench
+        from bench.model_bench import INT8_DYN, INT8_SMOOTH, INT8_WO, TWO_MODELS, run_model_bench
 
         sizes = [1, 8, 32] if args.smoke else [1, 8, 32, 128]
-        m = run_model_bench(texts, sizes, 3 if args.smoke else 30, args.run)
+        m = run_model_bench(texts, sizes, 3 if args.smoke else 30, args.run, calib, agree)
         result["model"] = m
         print(f"\n== model alone ({m['source']}; avg {m['avg_tokens']} tokens/text)")
         print(table(m["rows"], ["batch", "path", "texts_per_s", "p50_ms", "p99_ms", "cpu_ms_per_text", "tokenise_ms"]))
-        for name, agree in m["int8_argmax_agreement_vs_torch"].items():
-            print(f"argmax agreement with torch, {name}: {agree}")
+        agreement = m["int8_argmax_agreement_vs_torch"]
+        for name, a in agreement.items():
+            if name != "texts":
+                print(f"argmax agreement with torch on {agreement['texts']} other texts, {name}: {a}")
         print(f"ceiling: GEMM {m['gemm_gflops']} GFLOP/s / {m['flops_per_item_mflop']} MFLOP per item "
               f"= {m['ceiling_items_per_s']} items/s (fp32); INT8 MatMulInteger {m['int8_gemm_gops']} GOP/s "
               f"= {m['int8_ceiling_items_per_s']} items/s (dynamic INT8)")  # fmt: skip
@@ -76,14 +81,16 @@ def main(argv: list[str] | None = None) -> int:
             torch_tps = by.get((bs, "torch fp32"))
             int8_tps = by.get((bs, INT8_WO))
             dyn_tps = by.get((bs, INT8_DYN))
+            smooth_tps = by.get((bs, INT8_SMOOTH))
             two = by.get((bs, TWO_MODELS))
             ratios[bs] = {"ort_fp32_vs_torch": round(by[(bs, "onnxruntime fp32")] / torch_tps, 2) if torch_tps else None,
                           "int8_wo_vs_torch": round(int8_tps / torch_tps, 2) if torch_tps and int8_tps else None,
                           "int8_dyn_vs_torch": round(dyn_tps / torch_tps, 2) if torch_tps and dyn_tps else None,
+                          "int8_smooth_vs_torch": round(smooth_tps / torch_tps, 2) if torch_tps and smooth_tps else None,
                           "one_pass_vs_two_models": round(int8_tps / two, 2) if two and int8_tps else None}  # fmt: skip
         m["ratios"] = ratios
         print(table([{"batch": bs, **r} for bs, r in ratios.items()],
-                    ["batch", "ort_fp32_vs_torch", "int8_wo_vs_torch", "int8_dyn_vs_torch",
+                    ["batch", "ort_fp32_vs_torch", "int8_wo_vs_torch", "int8_dyn_vs_torch", "int8_smooth_vs_torch",
                      "one_pass_vs_two_models"]))  # fmt: skip
         print(table(m["rows"], ["batch", "path", "fraction_of_ceiling"]))
         for d in m["denormals"].values():

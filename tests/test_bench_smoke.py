@@ -23,7 +23,15 @@ def test_bench_smoke_writes_table_and_json(tmp_path: Path) -> None:
     assert "texts_per_s" in r.stdout and "items_per_s" in r.stdout
     res = json.loads(out.read_text())
     paths = {row["path"] for row in res["model"]["rows"]}
-    assert {"torch fp32", "onnxruntime fp32", "onnxruntime int8 weight-only", "onnxruntime int8 dynamic"} <= paths
+    assert {
+        "torch fp32",
+        "onnxruntime fp32",
+        "onnxruntime int8 weight-only",
+        "onnxruntime int8 dynamic",
+        "onnxruntime int8 dynamic-smooth",
+    } <= paths
+    agreement = res["model"]["int8_argmax_agreement_vs_torch"]
+    assert agreement["texts"] == 128 and set(agreement["onnxruntime int8 dynamic-smooth"]) == {"topic", "sentiment"}
     assert {row["bucket"] for row in res["serving"]["rows"]} >= {"none (pad to longest)", 16}
     assert res["model"]["ceiling_items_per_s"] > 0
     assert res["pipeline"]["sustained"]["items_per_s"] > 0 and res["pipeline"]["latency"]

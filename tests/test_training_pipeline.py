@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
@@ -72,6 +73,17 @@ def test_train_export_quantise_parity_and_serve(tmp_path: Path) -> None:
         assert topic.shape == (2, 20) and sentiment.shape == (2, 3)
         assert feeds["input_ids"].shape[1] == b.max_length
     r = _cli("predict", str(bundle), "stock up move 3")
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["sentiment"]["label"]
+    # The fast INT8 path: SmoothQuant-calibrated dynamic INT8, through the same parity gate.
+    smooth = tmp_path / "smooth"
+    r = _cli("export", str(run), "--out", str(smooth), "--version", "t2", "--news-eval", str(data["sentiment"]),
+             "--int8-method", "dynamic-smooth", *loose, *common)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    m2 = json.loads((smooth / "manifest.json").read_text())
+    assert m2["onnx"]["int8"] == "dynamic-smooth" and m2["onnx"]["int8_calibration"]["texts"] >= 32
+    ops = {n.op_type for n in onnx.load(str(smooth / "model.int8.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops and "Mul" in ops
+    r = _cli("predict", str(smooth), "stock up move 3")
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["sentiment"]["label"]
     r = _cli("evaluate", str(bundle), str(data["sentiment"]), "--task", "sentiment")
     assert r.returncode == 0 and "macro-F1" in r.stdout
