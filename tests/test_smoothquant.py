@@ -76,7 +76,8 @@ def test_dynamic_smooth_beats_plain_dynamic_int8_on_an_outlier_channel(tmp_path:
     x = _x(256)
     ref = _run(onnx.load(str(src)), x)[0]
     plain = quantize_int8(src, tmp_path / "dyn.onnx", "dynamic")
-    smooth = quantize_int8(src, tmp_path / "smooth.onnx", "dynamic-smooth", calibration=[{"x": _x(64)}])
+    smooth = quantize_int8(src, tmp_path / "smooth.onnx", "dynamic-smooth", calibration=[{"x": _x(64)}],
+                           fp32_matmuls="")  # fmt: skip
     assert not (tmp_path / "smooth.smoothed.onnx").exists()
     err_plain = float(np.abs(_run(plain, x)[0] - ref).mean())
     err_smooth = float(np.abs(_run(smooth, x)[0] - ref).mean())
@@ -91,3 +92,14 @@ def test_dynamic_smooth_needs_calibration(tmp_path: Path) -> None:
     onnx.save(_graph(), str(src))
     with pytest.raises(ValueError, match="calibration"):
         quantize_int8(src, tmp_path / "q.onnx", "dynamic-smooth")
+
+
+def test_dynamic_smooth_keeps_named_matmuls_in_fp32_and_refuses_a_pattern_matching_none(tmp_path: Path) -> None:
+    src = tmp_path / "toy.onnx"
+    onnx.save(_graph(), str(src))
+    calib = [{"x": _x(64)}]
+    q = quantize_int8(src, tmp_path / "q.onnx", "dynamic-smooth", calibration=calib, fp32_matmuls="^mm3$")
+    matmuls = [n for n in onnx.load(str(q)).graph.node if n.op_type == "MatMul"]
+    assert [n.name for n in matmuls] == ["mm3"]
+    with pytest.raises(ValueError, match="no MatMul name matches"):
+        quantize_int8(src, tmp_path / "q2.onnx", "dynamic-smooth", calibration=calib)  # BERT's pattern: no match

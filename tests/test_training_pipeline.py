@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,16 +75,20 @@ def test_train_export_quantise_parity_and_serve(tmp_path: Path) -> None:
         assert feeds["input_ids"].shape[1] == b.max_length
     r = _cli("predict", str(bundle), "stock up move 3")
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["sentiment"]["label"]
-    # The fast INT8 path: SmoothQuant-calibrated dynamic INT8, through the same parity gate.
-    smooth = tmp_path / "smooth"
-    r = _cli("export", str(run), "--out", str(smooth), "--version", "t2", "--news-eval", str(data["sentiment"]),
-             "--int8-method", "dynamic-smooth", *loose, *common)  # fmt: skip
+    # The default INT8 is SmoothQuant-calibrated dynamic INT8 with the FFN down-projections in fp32.
+    assert manifest["onnx"]["int8"] == "dynamic-smooth" and manifest["onnx"]["int8_calibration"]["texts"] >= 32
+    nodes = onnx.load(str(bundle / "model.int8.onnx")).graph.node
+    assert "DynamicQuantizeLinear" in {n.op_type for n in nodes}
+    ffn_down = [n.op_type for n in nodes if re.search(r"layer\.\d+/output/dense/MatMul", n.name)]
+    assert ffn_down == ["MatMul"] * 6  # MiniLM-L6's FFN down-projections, left in fp32
+    # The smaller, slower INT8 (8-bit weights only) goes through the same parity gate.
+    small = tmp_path / "weight-only"
+    r = _cli("export", str(run), "--out", str(small), "--version", "t2", "--news-eval", str(data["sentiment"]),
+             "--int8-method", "weight-only", *loose, *common)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    m2 = json.loads((smooth / "manifest.json").read_text())
-    assert m2["onnx"]["int8"] == "dynamic-smooth" and m2["onnx"]["int8_calibration"]["texts"] >= 32
-    ops = {n.op_type for n in onnx.load(str(smooth / "model.int8.onnx")).graph.node}
-    assert "DynamicQuantizeLinear" in ops and "Mul" in ops
-    r = _cli("predict", str(smooth), "stock up move 3")
+    assert json.loads((small / "manifest.json").read_text())["onnx"]["int8"] == "weight-only"
+    assert "MatMulNBits" in {n.op_type for n in onnx.load(str(small / "model.int8.onnx")).graph.node}
+    r = _cli("predict", str(small), "stock up move 3")
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["sentiment"]["label"]
     r = _cli("evaluate", str(bundle), str(data["sentiment"]), "--task", "sentiment")
     assert r.returncode == 0 and "macro-F1" in r.stdout

@@ -23,6 +23,7 @@ from monitor.bundle import write_manifest
 from training.data import TASK_LABELS, Examples
 from training.evaluate import bundle_probs, reports, write_report
 from training.export import (
+    FP32_MATMULS,
     ParityBounds,
     ParityError,
     calibration_feeds,
@@ -90,10 +91,12 @@ def export_bundle(
     keep_fp32: bool = True,
     bounds: ParityBounds | None = None,
     parity_limit: int = 700,
-    int8_method: str = "weight-only",
+    int8_method: str = "dynamic-smooth",
+    fp32_matmuls: str | None = None,
 ) -> dict[str, Any]:
     """Write a bundle for the run's best checkpoint; raises ParityError when an ONNX variant drifts."""
     bounds = bounds or ParityBounds()
+    fp32_matmuls = FP32_MATMULS if fp32_matmuls is None else fp32_matmuls
     model, tokenizer, meta = load_trained(run_dir)
     cfg = meta["config"]
     max_length = int(cfg["max_length"])
@@ -115,10 +118,11 @@ def export_bundle(
             # Small evaluation sets (smoke runs) may all go to parity: calibrate on those, and say so.
             calib_texts = held_out if len(held_out) >= 32 else texts
             calib = calibration_feeds(tokenizer, calib_texts, max_length)
-            calib_info = {"texts": len(calib_texts), "disjoint_from_parity": calib_texts is held_out}
+            calib_info = {"texts": len(calib_texts), "disjoint_from_parity": calib_texts is held_out,
+                          "fp32_matmuls": fp32_matmuls}  # fmt: skip
         # Quantise the plain export: the fused graph defeats the quantiser's shape inference.
         # onnxruntime applies the same fusions to the INT8 graph when it loads it.
-        int8 = quantize_int8(raw, stage / "model.int8.onnx", int8_method, calibration=calib)
+        int8 = quantize_int8(raw, stage / "model.int8.onnx", int8_method, calibration=calib, fp32_matmuls=fp32_matmuls)
     tok_file = stage / "tokenizer.json"
     ref = torch_probs(model, tokenizer, texts, max_length)
     p32 = ort_probs(fp32, tok_file, texts, max_length, tasks)

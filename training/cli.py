@@ -82,7 +82,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     bounds = ParityBounds(int8_min_agreement=args.min_int8_agreement, int8_max_prob_diff=args.max_int8_prob_diff)
     m = export_bundle(Path(args.run), Path(args.out), sets, name=args.name, version=args.version,
-                      keep_fp32=not args.int8_only, bounds=bounds, int8_method=args.int8_method)  # fmt: skip
+                      keep_fp32=not args.int8_only, bounds=bounds, int8_method=args.int8_method,
+                      fp32_matmuls=args.int8_fp32_matmuls)  # fmt: skip
     print(f"bundle {args.out} version {m['version']} ({', '.join(m['files'])})")
     for name, r in m["metrics"]["int8"].items():
         agree = m["metrics"]["int8_vs_fp32"][name]
@@ -204,11 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fail the export when INT8 agrees with torch/fp32 on fewer argmaxes than this")  # fmt: skip
         sp.add_argument("--max-int8-prob-diff", type=float, default=0.25,
                         help="fail the export when an INT8 probability differs from torch by more than this")  # fmt: skip
-        sp.add_argument("--int8-method", choices=["weight-only", "dynamic", "dynamic-smooth"], default="weight-only",
-                        help="weight-only: 8-bit weights, fp32 activations (MatMulNBits; default, closest to fp32, "
-                        "no faster than fp32); dynamic: onnxruntime dynamic quantisation, int8 activations (fast on "
-                        "VNNI/AMX CPUs, ~97%% agreement); dynamic-smooth: dynamic after SmoothQuant scaling "
-                        "calibrated on held-out texts (as fast, ~99%% agreement)")  # fmt: skip
+        sp.add_argument("--int8-method", choices=["dynamic-smooth", "weight-only", "dynamic"], default="dynamic-smooth",
+                        help="dynamic-smooth (default, the shipped bundle's): dynamic INT8 after SmoothQuant scaling "
+                        "calibrated on held-out texts, FFN down-projections in fp32 (see --int8-fp32-matmuls); "
+                        "weight-only: 8-bit weights, fp32 activations (MatMulNBits; closest to fp32, smallest, no "
+                        "faster than fp32); dynamic: plain dynamic INT8 (fastest on VNNI/AMX CPUs, ~97%% agreement)")  # fmt: skip
+        sp.add_argument("--int8-fp32-matmuls", default=None,
+                        help="dynamic-smooth only: regex of MatMul node names left in fp32 (default: BERT's FFN "
+                        "down-projections, the hardest to quantise); '' quantises every weight MatMul")  # fmt: skip
 
     sp = sub.add_parser("train", help="fine-tune; writes a run directory with the best checkpoint")
     train_args(sp)
