@@ -13,8 +13,9 @@ import numpy as np
 
 INT8_WO = "onnxruntime int8 weight-only"
 INT8_DYN = "onnxruntime int8 dynamic"
-INT8_SMOOTH = "onnxruntime int8 dynamic-smooth"
-TWO_MODELS = "int8 w-o, two models (2 passes)"
+INT8_SMOOTH = "onnxruntime int8 dynamic-smooth"  # the shipped bundle's method
+INT8_SMOOTH_ALL = "int8 dynamic-smooth, every MatMul"
+TWO_MODELS = "int8 d-s, two models (2 passes)"
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
@@ -106,14 +107,18 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     model.eval()
     tmp = Path(tempfile.mkdtemp())
     fp32 = export_onnx(model, tok, tmp / "model.onnx", 64)
-    int8 = quantize_int8(fp32, tmp / "model.int8.onnx")  # weight-only: the shipped bundle's method
+    int8 = quantize_int8(fp32, tmp / "model.int8.onnx", method="weight-only")  # 8-bit weights, fp32 compute
     dyn = quantize_int8(fp32, tmp / "model.int8dyn.onnx", method="dynamic")  # int8 activations too (VNNI/AMX)
-    smooth = quantize_int8(fp32, tmp / "model.int8smooth.onnx", method="dynamic-smooth",
-                           calibration=calibration_feeds(tok, calib_texts, 64))  # fmt: skip
+    calib = calibration_feeds(tok, calib_texts, 64)
+    smooth = quantize_int8(fp32, tmp / "model.int8smooth.onnx", method="dynamic-smooth", calibration=calib)
+    smooth_all = quantize_int8(fp32, tmp / "model.int8smoothall.onnx", method="dynamic-smooth", calibration=calib,
+                               fp32_matmuls="")  # fmt: skip
     # CUDA where onnxruntime-gpu finds a GPU, else CPU: the same harness runs on both.
     providers = choose_providers("auto")
     opts = session_options()  # the worker's options (denormals flushed to zero)
-    sessions = {p.name: ort.InferenceSession(str(p), opts, providers=providers) for p in (fp32, int8, dyn, smooth)}
+    sessions = {
+        p.name: ort.InferenceSession(str(p), opts, providers=providers) for p in (fp32, int8, dyn, smooth, smooth_all)
+    }
     rows = []
     lengths = []
     for bs in batch_sizes:
@@ -134,7 +139,8 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
             INT8_WO: lambda f=feeds: sessions["model.int8.onnx"].run(None, f),
             INT8_DYN: lambda f=feeds: sessions["model.int8dyn.onnx"].run(None, f),
             INT8_SMOOTH: lambda f=feeds: sessions["model.int8smooth.onnx"].run(None, f),
-            TWO_MODELS: lambda f=feeds: [sessions["model.int8.onnx"].run(None, f) for _ in range(2)],
+            INT8_SMOOTH_ALL: lambda f=feeds: sessions["model.int8smoothall.onnx"].run(None, f),
+            TWO_MODELS: lambda f=feeds: [sessions["model.int8smooth.onnx"].run(None, f) for _ in range(2)],
         }
         for name, fn in variants.items():
             cpu0 = time.process_time()  # every thread of this process: what the path costs in CPU
@@ -159,7 +165,7 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
         ref = _argmaxes([[t.numpy() for t in model(**e)] for e in agree_batches])
     agreement: dict[str, Any] = {"texts": len(agree_texts)}
     for name, file in ((INT8_WO, "model.int8.onnx"), (INT8_DYN, "model.int8dyn.onnx"),
-                       (INT8_SMOOTH, "model.int8smooth.onnx")):  # fmt: skip
+                       (INT8_SMOOTH, "model.int8smooth.onnx"), (INT8_SMOOTH_ALL, "model.int8smoothall.onnx")):  # fmt: skip
         outs = [sessions[file].run(None, {k: v.numpy() for k, v in e.items()}) for e in agree_batches]
         got = _argmaxes(outs)
         agreement[name] = {t: round(float((r == g).mean()), 4)

@@ -32,6 +32,7 @@ def test_bench_smoke_writes_table_and_json(tmp_path: Path) -> None:
     } <= paths
     agreement = res["model"]["int8_argmax_agreement_vs_torch"]
     assert agreement["texts"] == 128 and set(agreement["onnxruntime int8 dynamic-smooth"]) == {"topic", "sentiment"}
+    assert "int8 dynamic-smooth, every MatMul" in agreement
     assert {row["bucket"] for row in res["serving"]["rows"]} >= {"none (pad to longest)", 16}
     assert res["model"]["ceiling_items_per_s"] > 0
     assert res["pipeline"]["sustained"]["items_per_s"] > 0 and res["pipeline"]["latency"]

@@ -217,10 +217,12 @@ def quantize_int8(src: Path, dst: Path, method: str = "weight-only", block_size:
         smooth_activations(model, calibration)
         smoothed = dst.with_name(dst.stem + ".smoothed.onnx")
         onnx.save(model, str(smoothed))
+        logging.disable(logging.INFO)  # the quantiser logs every tensor at INFO
         try:
             quantize_dynamic(str(smoothed), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)  # fmt: skip
         finally:
+            logging.disable(logging.NOTSET)
             smoothed.unlink(missing_ok=True)
         q = onnx.load(str(dst))
         quantize_embeddings_per_row(q)
@@ -229,7 +231,11 @@ def quantize_int8(src: Path, dst: Path, method: str = "weight-only", block_size:
     if method == "dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+        logging.disable(logging.INFO)
+        try:
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            logging.disable(logging.NOTSET)
         return dst
     if method != "weight-only":
         raise ValueError(f"unknown INT8 method '{method}' (choose {', '.join(INT8_METHODS)})")
