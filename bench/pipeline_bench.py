@@ -53,9 +53,12 @@ class ScoredReader:
         return got
 
 
-def produce(bootstrap: str, topic: str, texts: list[str], n: int, rate: float | None, prefix: str) -> float:
-    """n items, as fast as possible (rate None) or paced; published_at is stamped at send time."""
-    if rate:
+def produce(bootstrap: str, topic: str, texts: list[str], n: int, rate: float | None, prefix: str,
+            client: str = "aiokafka") -> float:  # fmt: skip
+    """n items, as fast as possible (rate None) or paced; published_at is stamped at send time.
+
+    Paced load goes through aiokafka unless `client="kafka-python"` (kept to show the difference)."""
+    if rate and client == "aiokafka":
         return asyncio.run(_produce_paced(bootstrap, topic, texts, n, rate, prefix))
     p = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=5, acks=1)
     t0 = time.monotonic()

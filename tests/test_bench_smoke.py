@@ -36,3 +36,22 @@ def test_bench_smoke_writes_table_and_json(tmp_path: Path) -> None:
     assert {row["bucket"] for row in res["serving"]["rows"]} >= {"none (pad to longest)", 16}
     assert res["model"]["ceiling_items_per_s"] > 0
     assert res["pipeline"]["sustained"]["items_per_s"] > 0 and res["pipeline"]["latency"]
+
+
+def test_paced_bench_reports_cpu_batches_and_latency(tmp_path: Path) -> None:
+    out = tmp_path / "paced.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "bench.paced", "--rates", "20", "--seconds", "2", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["scored"] == row["items"] == 40
+    assert row["batches"] >= 1 and row["mean_batch"] >= 1 and row["p99"] >= row["p50"] > 0
+    assert row["broker_cores"] > 0 and row["worker_cores"] > 0
+
+
+def test_paced_bench_refuses_bad_rates_in_one_line() -> None:
+    r = subprocess.run([sys.executable, "-m", "bench.paced", "--rates", "fast"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--rates" in r.stderr.splitlines()[-1]
