@@ -127,8 +127,8 @@ class ModelSettings(BaseModel):
     path: Path = DEFAULT_BUNDLE
     variant: Literal["auto", "int8", "fp32"] = "auto"
     providers: Literal["auto", "cpu", "cuda"] = "auto"
-    # One onnxruntime thread per worker: on 2 cores shared with the broker, 1 thread gave 1.21x the
-    # items/s of onnxruntime's default (one per core) and 0.66x the CPU per item (bench/README.md).
+    # One onnxruntime thread per worker: on 2 cores shared with the broker, 1 thread gave 1.18x the
+    # items/s of onnxruntime's default (one per core) and 0.67x the CPU per item (bench/README.md).
     # Scale out with more workers (partitions); 0 = onnxruntime's default, for a host with idle cores.
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per model call; 0 = one per core")
     batch_size: int = Field(32, ge=1, le=1024)
