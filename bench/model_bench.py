@@ -161,13 +161,13 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     # Argmax agreement of each INT8 graph with torch, in batches of 32 as served, on texts that
     # neither timing nor calibration used.
     agree_batches = [encode(tok, agree_texts[i : i + 32], 64) for i in range(0, len(agree_texts), 32)]
+    agree_feeds = [{k: v.numpy() for k, v in e.items()} for e in agree_batches]
     with torch.no_grad():
         ref = _argmaxes([[t.numpy() for t in model(**e)] for e in agree_batches])
     agreement: dict[str, Any] = {"texts": len(agree_texts)}
     for name, file in ((INT8_WO, "model.int8.onnx"), (INT8_DYN, "model.int8dyn.onnx"),
                        (INT8_SMOOTH, "model.int8smooth.onnx"), (INT8_SMOOTH_ALL, "model.int8smoothall.onnx")):  # fmt: skip
-        outs = [sessions[file].run(None, {k: v.numpy() for k, v in e.items()}) for e in agree_batches]
-        got = _argmaxes(outs)
+        got = _argmaxes([sessions[file].run(None, f) for f in agree_feeds])
         agreement[name] = {t: round(float((r == g).mean()), 4)
                            for t, r, g in zip(model.task_names, ref, got, strict=True)}  # fmt: skip
     enc = encode(tok, texts, 64)

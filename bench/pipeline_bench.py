@@ -53,6 +53,12 @@ class ScoredReader:
         return got
 
 
+def _item(texts: list[str], i: int, prefix: str) -> tuple[bytes, bytes]:
+    """Key and value of item i, `published_at` stamped now (latency is measured from it)."""
+    msg = {"id": f"{prefix}-{i}", "text": texts[i % len(texts)], "published_at": int(time.time() * 1000)}
+    return msg["id"].encode(), json.dumps(msg).encode()
+
+
 def produce(bootstrap: str, topic: str, texts: list[str], n: int, rate: float | None, prefix: str,
             client: str = "aiokafka") -> float:  # fmt: skip
     """n items, as fast as possible (rate None) or paced; published_at is stamped at send time.
@@ -67,8 +73,8 @@ def produce(bootstrap: str, topic: str, texts: list[str], n: int, rate: float | 
             delay = t0 + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        msg = {"id": f"{prefix}-{i}", "text": texts[i % len(texts)], "published_at": int(time.time() * 1000)}
-        p.send(topic, key=msg["id"].encode(), value=json.dumps(msg).encode())
+        key, value = _item(texts, i, prefix)
+        p.send(topic, key=key, value=value)
     p.flush()
     p.close()
     return time.monotonic() - t0
@@ -87,8 +93,8 @@ async def _produce_paced(bootstrap: str, topic: str, texts: list[str], n: int, r
             delay = t0 + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            msg = {"id": f"{prefix}-{i}", "text": texts[i % len(texts)], "published_at": int(time.time() * 1000)}
-            await p.send(topic, key=msg["id"].encode(), value=json.dumps(msg).encode())
+            key, value = _item(texts, i, prefix)
+            await p.send(topic, key=key, value=value)
         await p.flush()
         return time.monotonic() - t0
     finally:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,16 @@ def quantize_embeddings_per_row(model: Any, min_rows: int = 1024) -> int:
     return changed
 
 
+@contextmanager
+def _quiet_quantiser() -> Iterator[None]:
+    """onnxruntime's quantisers log every node and tensor at INFO."""
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def quantize_int8(src: Path, dst: Path, method: str = "weight-only", block_size: int = 32,
                   calibration: Sequence[dict[str, np.ndarray]] | None = None,
                   fp32_matmuls: str = FP32_MATMULS) -> Path:  # fmt: skip
@@ -217,12 +228,11 @@ def quantize_int8(src: Path, dst: Path, method: str = "weight-only", block_size:
         smooth_activations(model, calibration)
         smoothed = dst.with_name(dst.stem + ".smoothed.onnx")
         onnx.save(model, str(smoothed))
-        logging.disable(logging.INFO)  # the quantiser logs every tensor at INFO
         try:
-            quantize_dynamic(str(smoothed), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)  # fmt: skip
+            with _quiet_quantiser():
+                quantize_dynamic(str(smoothed), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)  # fmt: skip
         finally:
-            logging.disable(logging.NOTSET)
             smoothed.unlink(missing_ok=True)
         q = onnx.load(str(dst))
         quantize_embeddings_per_row(q)
@@ -231,22 +241,16 @@ def quantize_int8(src: Path, dst: Path, method: str = "weight-only", block_size:
     if method == "dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        logging.disable(logging.INFO)
-        try:
+        with _quiet_quantiser():
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
-        finally:
-            logging.disable(logging.NOTSET)
         return dst
     if method != "weight-only":
         raise ValueError(f"unknown INT8 method '{method}' (choose {', '.join(INT8_METHODS)})")
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    logging.disable(logging.INFO)  # the quantiser logs every node at INFO
-    try:
+    with _quiet_quantiser():
         q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=block_size, is_symmetric=True)
         q.process()
-    finally:
-        logging.disable(logging.NOTSET)
     model = q.model.model
     quantize_embeddings_per_row(model)
     onnx.save(model, str(dst))
