@@ -1,8 +1,9 @@
 """`finsent` command line: one entry point, one subcommand per job.
 
 Every subcommand shares the settings flags (--config, --bootstrap, ...)
-and reports bad arguments or files as one clear line with exit code 2,
-never a traceback.
+and reports bad arguments, files, settings or an unreachable broker as one
+clear line with exit code 2, never a traceback or a usage block: the line
+is what an operator reads first, and --help is one command away.
 """
 
 from __future__ import annotations
@@ -11,15 +12,95 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from monitor.settings import ConfigError, Settings, load_settings
 
 EXIT_USAGE = 2
+KAFKA_HINT = "is the broker running? (--bootstrap / FINSENT_KAFKA__BOOTSTRAP)"
+# Client libraries whose loggers are silenced below CRITICAL unless --log-level DEBUG. kafka-python
+# only serves short-lived clients here (admin, tail, replay, notify) that report a failure as one
+# line themselves; its own log would be 25 lines of reconnect attempts before that line. aiokafka
+# (inside the worker, after start-up) stays at WARNING: a running worker losing its broker must say so.
+QUIET_LOGGERS = {"kafka": logging.CRITICAL, "aiokafka": logging.WARNING}
 
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors: `PROG: error: MESSAGE (see PROG --help)`, exit code 2.
+
+    argparse's default prints the whole usage block (13 lines for replay)
+    above the message, which pushes the message out of sight. Subparsers
+    inherit the class (add_subparsers uses the parent's type), so a bad
+    value names the subcommand: "finsent replay: error: argument --rate: ...".
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        # The innermost parser (the subcommand's) finishes first: remember it for parse_args below.
+        if not hasattr(ns, "_prog"):
+            ns._prog = self.prog
+        return ns, extras
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """Like argparse's, but an unrecognised argument points at the subcommand's --help."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(ns, "_prog", self.prog)
+            self.exit(EXIT_USAGE, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see {prog} --help)\n")
+        return ns
+
+
+def kafka_unreachable(settings: Settings) -> CliError:
+    """The one line for "no broker answered", the same from every command."""
+    return CliError(f"cannot reach Kafka at {settings.kafka.bootstrap}; {KAFKA_HINT}")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it was raised from or while handling, means no broker answered.
+
+    Covers kafka-python (NoBrokersAvailable, KafkaConnectionError, a bootstrap
+    KafkaTimeoutError) and aiokafka (KafkaConnectionError). Looks the classes
+    up in sys.modules: a library that was never imported raised nothing, and
+    the check must not import Kafka clients into commands that do not use them.
+    """
+    kinds: list[type[BaseException]] = []
+    bootstrap_timeouts: list[type[BaseException]] = []
+    for module in ("kafka.errors", "aiokafka.errors"):
+        errors = sys.modules.get(module)
+        if errors is not None:
+            kinds += [
+                c for c in (getattr(errors, n, None) for n in ("NoBrokersAvailable", "KafkaConnectionError")) if c
+            ]
+            if (timeout := getattr(errors, "KafkaTimeoutError", None)) is not None:
+                bootstrap_timeouts.append(timeout)
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, tuple(kinds)):
+            return True
+        if isinstance(e, tuple(bootstrap_timeouts)) and "bootstrap" in str(e).lower():
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def quiet_client_logs(settings: Settings) -> None:
+    """Silence the Kafka client libraries (see QUIET_LOGGERS) unless the operator asked for DEBUG."""
+    if settings.log_level != "DEBUG":
+        for name, level in QUIET_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def build_parser() -> argparse.ArgumentParser:
     from monitor import demo, notify, replay, tail, worker_cli
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="finsent",
         description=(
             "finsent: streaming financial sentiment and opinion monitor. Reads news and comment "
@@ -62,33 +143,46 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run 'finsent demo' for a self-contained demo; 'finsent COMMAND --help' for details.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
     for module in (worker_cli, demo, replay, tail, notify):
         p = module.add_parser(sub)
         _common(p)
     return parser
 
 
+def _error(message: object) -> int:
+    print(f"finsent: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = settings_from_args(args)
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
         )
-        if settings.log_level != "DEBUG":
-            # Client libraries log every connection and rebalance at INFO: noise for an operator.
-            for noisy in ("kafka", "aiokafka"):
-                logging.getLogger(noisy).setLevel(logging.WARNING)
+        quiet_client_logs(settings)
         rc: int = args.func(args, settings)
         return rc
     except (ConfigError, CliError) as exc:
-        print(f"finsent: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        # A command may wrap a connection failure in its own words; the operator gets the same line everywhere.
+        if settings is not None and is_unreachable(exc):
+            return _error(kafka_unreachable(settings))
+        return _error(exc)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if settings is not None and is_unreachable(exc):
+            return _error(kafka_unreachable(settings))
+        raise
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the package module, not this __main__ copy: the subcommands raise monitor.cli.CliError,
+    # which a second copy of this module's classes would not catch (`python -m monitor.cli`).
+    from monitor.cli import main as package_main
+
+    sys.exit(package_main())

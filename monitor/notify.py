@@ -21,7 +21,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from monitor.cli import CliError
+from monitor.cli import CliError, is_unreachable, kafka_unreachable
 from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,33 @@ class AlertCache:
             return self._latest.get((dimension, key))
 
 
-def follow_alerts(settings: Settings, cache: AlertCache, stop: threading.Event) -> None:
+def alerts_consumer(settings: Settings) -> Any:
+    """A kafka-python consumer of the alerts topic from its start, connected (or a one-line CliError).
+
+    Connecting before the webhook server starts makes an unreachable broker
+    a start-up error (exit 2, one line) instead of a notifier that runs on
+    without the evidence headlines it exists to add.
+    """
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(settings.topics.alerts, **settings.kafka.kafka_python_config(), group_id=None,
-                             auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    from monitor.replay import BOOTSTRAP_TIMEOUT_MS
+
+    try:
+        return KafkaConsumer(settings.topics.alerts, **settings.kafka.kafka_python_config(), group_id=None,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)  # fmt: skip
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise kafka_unreachable(settings) from None
+        raise CliError(
+            f"cannot read topic {settings.topics.alerts} on Kafka at {settings.kafka.bootstrap}: {exc}"
+        ) from None
+
+
+def follow_alerts(settings: Settings, cache: AlertCache, stop: threading.Event, consumer: Any = None) -> None:
+    """Feed `cache` from the alerts topic until `stop`; `consumer` None connects one here."""
+    if consumer is None:
+        consumer = alerts_consumer(settings)
     try:
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=500).values():
@@ -170,12 +192,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     host, _, port = args.listen.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise CliError(f"--listen {args.listen!r} is not HOST:PORT (e.g. 127.0.0.1:9095)")
     try:
         server = make_server(host or "127.0.0.1", int(port), cache := AlertCache(), args.forward)
-    except (OSError, ValueError) as exc:
-        raise CliError(f"cannot listen on {args.listen}: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+    try:
+        consumer = alerts_consumer(settings)
+    except BaseException:
+        server.server_close()
+        raise
     stop = threading.Event()
-    threading.Thread(target=follow_alerts, args=(settings, cache, stop), daemon=True).start()
+    threading.Thread(target=follow_alerts, args=(settings, cache, stop, consumer), daemon=True).start()
     log.info("notifier listening on %s, forwarding to %s", args.listen, args.forward or "stdout only")
     try:
         server.serve_forever()

@@ -7,9 +7,15 @@ stamping publication times as "now" (a live stream) or keeping the file's.
 
 It can also inject a *known* negative surge: from `start_s` for
 `duration_s` seconds a share of the messages is replaced by rows labelled
-negative in the file, rewritten to be about one company ("Tesla $TSLA:
-..."), or left as they are for a market-wide or one-topic surge. The
-surge detector then has something real to find, and a test knows when.
+negative in the file. For a company surge these are real negative
+headlines about one company: rows that already name it, as they are, and
+rows whose `entity` column names the company a headline is about, with the
+surge company put in its place ("Bosch Q2 PAT declines 11.3%" becomes
+"Tesla Q2 PAT declines 11.3%"). A headline is never prefixed with a
+company it does not talk about: the evidence an alert shows must read like
+news about that company. Market-wide and one-topic surges use negative
+rows as they are. The surge detector then has something real to find, and
+a test knows when.
 
 Layout: reading files and building messages are pure (`load_rows`,
 `iter_messages`, `Pacer` with an injectable clock) and tested without
@@ -31,10 +37,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from monitor.cli import CliError
 from monitor.settings import Settings
+
+if TYPE_CHECKING:
+    from monitor.entities import Watchlist
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +58,8 @@ NEGATIVE_LABELS = frozenset({"negative", "neg", "bearish"})
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-_CASHTAG = re.compile(r"(?<![\w$])\$[A-Za-z]{1,6}\b")
 # Fail fast with one line when no broker answers (kafka-python's default waits 30 s).
 BOOTSTRAP_TIMEOUT_MS = 10_000
-# Below this many clean negatives an entity surge also uses rows naming other tickers.
-_MIN_CLEAN_POOL = 20
 
 
 # --------------------------------------------------------------------------- rows
@@ -71,6 +77,8 @@ class Row:
     tickers: tuple[str, ...] = ()
     topic: str | None = None
     extra: tuple[tuple[str, Any], ...] = ()
+    # The company the text is about, as the text writes it (an annotation, e.g. SEntFiN's entity).
+    entity: str | None = None
 
     @property
     def negative(self) -> bool:
@@ -176,6 +184,7 @@ def rows_from_records(
     label_col: str | None = "label",
     time_col: str | None = "published_at",
     topic_col: str | None = "topic",
+    entity_col: str | None = "entity",
     source: str | None = None,
 ) -> tuple[list[Row], int]:
     """Records (dicts) to `Row`s, plus how many were skipped for an empty text.
@@ -194,6 +203,7 @@ def rows_from_records(
         rid = _cell(rec, id_col)
         label = _cell(rec, label_col)
         topic = _cell(rec, topic_col)
+        entity = _cell(rec, entity_col)
         src = _cell(rec, "source")
         rows.append(
             Row(
@@ -205,6 +215,7 @@ def rows_from_records(
                 tickers=_as_tickers(rec.get("tickers")),
                 topic=str(topic) if topic is not None else None,
                 extra=tuple((k, rec[k]) for k in PASSTHROUGH_FIELDS if _cell(rec, k) is not None),
+                entity=str(entity).strip() if entity is not None else None,
             )
         )
     return rows, skipped
@@ -218,6 +229,7 @@ def load_rows(
     label_col: str | None = "label",
     time_col: str | None = "published_at",
     topic_col: str | None = "topic",
+    entity_col: str | None = "entity",
     source: str | None = None,
 ) -> RowSet:
     """Read a CSV/TSV, JSONL (or JSON array) or Parquet file into `Row`s.
@@ -257,6 +269,7 @@ def load_rows(
         label_col=label_col,
         time_col=time_col,
         topic_col=topic_col,
+        entity_col=entity_col,
         source=source,
     )
     if not rows:
@@ -271,7 +284,8 @@ def load_rows(
 class Surge:
     """A negative surge to inject: what it is about, when, and how strong.
 
-    kind "entity": rows are rewritten to name the company (key = ticker);
+    kind "entity": negative rows about one company, put in the surge company's
+    name where they name another (key = ticker; see `rewrite_for`);
     "all": negative rows as they are (a market-wide surge, key ignored);
     "topic": negative rows whose topic column equals `key`, as they are.
     """
@@ -303,44 +317,90 @@ class Surge:
         return {"entity": f"entity {self.key}", "topic": f"topic {self.key}", "all": "all"}[self.kind]
 
 
-def surge_pool(rows: Sequence[Row], surge: Surge) -> list[Row]:
-    """The negative rows a surge draws from.
-
-    For a company surge, rows that already carry cashtags are avoided when
-    enough others exist: "$CCL $RCL - ..." rewritten for Tesla would also
-    push other companies' negative counts up.
-    """
+def surge_items(rows: Sequence[Row], surge: Surge) -> list[tuple[Row, str, list[str]]]:
+    """(row, text, tickers) of every negative row the surge can inject, texts rewritten once."""
     neg = [r for r in rows if r.negative]
     if surge.kind == "topic":
         want = surge.key.strip().lower()
-        return [r for r in neg if (r.topic or "").strip().lower() == want]
-    if surge.kind == "entity":
-        clean = [r for r in neg if not _CASHTAG.search(r.text)]
-        return clean if len(clean) >= _MIN_CLEAN_POOL else neg
-    return neg
+        neg = [r for r in neg if (r.topic or "").strip().lower() == want]
+    items: list[tuple[Row, str, list[str]]] = []
+    for r in neg:
+        rewritten = rewrite_for(r, surge)
+        if rewritten is not None:
+            items.append((r, *rewritten))
+    return items
+
+
+def surge_pool(rows: Sequence[Row], surge: Surge) -> list[Row]:
+    """The negative rows a surge draws from (for a company surge: the rows `rewrite_for` accepts)."""
+    return [r for r, _, _ in surge_items(rows, surge)]
 
 
 def company_name(ticker: str) -> str:
     """The watchlist name of a ticker ("TSLA" -> "Tesla"); the ticker itself when unknown."""
     t = ticker.strip().lstrip("$").upper()
+    watchlist = _watchlist()
+    return watchlist.name_of(t) if watchlist is not None else t
+
+
+def _watchlist() -> Watchlist | None:
+    """The shipped watchlist, or None when it cannot be loaded (then only cashtags name companies)."""
     try:
         from monitor.entities import default_watchlist
 
-        for c in default_watchlist().companies:
-            if c.ticker == t:
-                return str(c.name)
+        return default_watchlist()
     except (ImportError, AttributeError, ValueError, OSError):
-        return t  # no usable watchlist: the ticker stands in for the name
-    return t
+        return None
 
 
-def rewrite_for(row: Row, surge: Surge) -> tuple[str, list[str]]:
-    """Text and tickers of an injected message: "Tesla $TSLA: <text>" for a company surge."""
+_CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,6}(?:\.[A-Za-z]{1,2})?)\b")
+
+
+def named_companies(text: str, tickers: Iterable[str] = ()) -> set[str]:
+    """Tickers a text names (cashtags, watchlist names, given tickers), as the worker would find them."""
+    watchlist = _watchlist()
+    if watchlist is not None:
+        from monitor.entities import extract_entities
+
+        return set(extract_entities(text, tickers, watchlist))
+    return {t.upper() for t in tickers} | {m.group(1).upper() for m in _CASHTAG.finditer(text)}
+
+
+def rewrite_for(row: Row, surge: Surge) -> tuple[str, list[str]] | None:
+    """Text and tickers of an injected message, or None when the row cannot be about the surge company.
+
+    A company surge takes a negative row (1) as it is when the surge company
+    is the only company it names, or (2) with the surge company's name in
+    place of the row's `entity` when the text names that entity and, once
+    rewritten, no other company. Rows naming no company, or another company
+    without an `entity` annotation, are not used: putting "Tesla:" in front
+    of a headline about someone else would make the evidence an alert shows
+    read as nonsense. Market-wide and topic surges keep the row as it is.
+    """
     if surge.kind != "entity":
         return row.text, list(row.tickers)
-    name = surge.name or surge.key
-    prefix = f"${surge.key}" if name.upper() == surge.key else f"{name} ${surge.key}"
-    return f"{prefix}: {row.text}", [surge.key]
+    key = surge.key
+    if named_companies(row.text, row.tickers) == {key}:
+        return row.text, [key]
+    entity = (row.entity or "").strip()
+    if not entity:
+        return None
+    # A bare apostrophe after a name ending in s ("United Spirits' shares") is its possessive.
+    pattern = re.compile(rf"(?<![\w$]){re.escape(entity)}(?P<poss>['\u2019](?![A-Za-z]))?(?!\w)")
+    if not pattern.search(row.text):
+        return None
+    name = surge.name or key
+    if name.upper() == key:  # no company name known: the cashtag makes the text name it
+        name = f"${key}"
+
+    def put(m: re.Match[str]) -> str:
+        poss = m.group("poss") or ""
+        return name + (poss + "s" if poss and not name.endswith("s") else poss)
+
+    text = pattern.sub(put, row.text)
+    if not named_companies(text) <= {key}:
+        return None
+    return text, [key]
 
 
 # --------------------------------------------------------------------------- pacing
@@ -457,10 +517,10 @@ def iter_messages(
         return
     clock = clock or SystemClock()
     rng = random.Random(seed)
-    pool = surge_pool(rows, surge) if surge else []
+    pool = surge_items(rows, surge) if surge else []
     if surge and not pool:
         raise ValueError(f"no negative rows to inject for the {surge.label()} surge")
-    order: list[Row] = []
+    order: list[tuple[Row, str, list[str]]] = []
     pacer = Pacer(rate, clock)
     t0 = clock.monotonic()
     n = 0
@@ -476,8 +536,7 @@ def iter_messages(
                 if not order:  # a shuffled cycle: no repeat until the pool is used up
                     order = list(pool)
                     rng.shuffle(order)
-                neg = order.pop()
-                text, tickers = rewrite_for(neg, surge)
+                neg, text, tickers = order.pop()
                 msg = base_message(neg, f"surge-{(surge.key or 'all').lower()}-{n}")
                 msg.update(text=text, injected=True, injected_from=neg.id)
                 if tickers:
@@ -567,7 +626,7 @@ def ensure_topic(settings: Settings, topic: str) -> bool:
 
 
 def make_producer(settings: Settings) -> Any:
-    """A kafka-python producer; on the embedded broker without idempotence (tansu lacks it, FACTS.md)."""
+    """A kafka-python producer; on the embedded broker without idempotence (tansu lacks it)."""
     from kafka import KafkaProducer
 
     extra: dict[str, Any] = {
@@ -599,6 +658,7 @@ def replay(
     id_col: str | None = None,
     label_col: str | None = "label",
     topic_col: str | None = "topic",
+    entity_col: str | None = "entity",
     stop: threading.Event | None = None,
     progress: Callable[[ReplayStats], None] | None = None,
     create_topic: bool = True,
@@ -611,9 +671,14 @@ def replay(
     must not end a long replay. `progress` is called after every message.
     """
     rowset = path if isinstance(path, RowSet) else load_rows(
-        path, text_col=text_col, id_col=id_col, label_col=label_col, topic_col=topic_col
+        path, text_col=text_col, id_col=id_col, label_col=label_col, topic_col=topic_col, entity_col=entity_col
     )  # fmt: skip
     if surge and not surge_pool(rowset.rows, surge):
+        if surge.kind == "entity" and any(r.negative for r in rowset.rows):
+            raise CliError(
+                f"{rowset.path} has no negative rows about one company to inject the {surge.label()} surge: "
+                f"none names {surge.key} alone, and none has an entity column naming the company to replace"
+            )
         raise CliError(
             f"{rowset.path} has no rows labelled negative in column '{label_col}'"
             + (f" with topic '{surge.key}'" if surge.kind == "topic" else "")
@@ -719,9 +784,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     cols.add_argument("--id-col", help="id column (default: 'id' if present, else <file-stem>-<row>)")
     cols.add_argument("--label-col", default="label", help="label column used to find negative rows (default label)")
     cols.add_argument("--topic-col", default="topic", help="topic column for --surge-topic (default topic)")
+    cols.add_argument(
+        "--entity-col",
+        default="entity",
+        help="column naming the company a row is about, replaced by the --surge-entity company (default entity)",
+    )
     sg = p.add_argument_group("surge injection")
     which = sg.add_mutually_exclusive_group()
-    which.add_argument("--surge-entity", metavar="TICKER", help="inject a negative surge about this company")
+    which.add_argument(
+        "--surge-entity",
+        metavar="TICKER",
+        help="inject a negative surge about this company: negative rows naming it, and negative rows with an "
+        "entity column, the company's name put in place of that entity",
+    )
     which.add_argument("--surge-topic", metavar="LABEL", help="inject negative rows of this topic (needs --topic-col)")
     which.add_argument("--surge-all", action="store_true", help="inject a market-wide negative surge")
     sg.add_argument("--surge-name", help="company name in the injected text (default: watchlist name)")
@@ -770,7 +845,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     surge = surge_from_args(args)
     topic = args.topic or settings.topics.inputs[0]
     rowset = load_rows(
-        args.file, text_col=args.text_col, id_col=args.id_col, label_col=args.label_col, topic_col=args.topic_col
+        args.file,
+        text_col=args.text_col,
+        id_col=args.id_col,
+        label_col=args.label_col,
+        topic_col=args.topic_col,
+        entity_col=args.entity_col,
     )
     total = args.limit if args.limit is not None else (None if args.loop else len(rowset.rows))
     bar = _progress_bar(args, topic, total)

@@ -15,11 +15,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "finsent-minilm-l6"
+# Every section rejects keys it does not know: a misspelt key (`[surge] kk = 3`) silently
+# ignored would leave the default in force while the operator believes it changed.
+STRICT = ConfigDict(extra="forbid")
 
 
 class ConfigError(ValueError):
@@ -27,6 +30,8 @@ class ConfigError(ValueError):
 
 
 class KafkaSettings(BaseModel):
+    model_config = STRICT
+
     bootstrap: str = "127.0.0.1:9092"
     # "embedded" turns on the workarounds the tansu broker needs (FACTS.md);
     # against a real Kafka cluster keep "kafka".
@@ -102,6 +107,8 @@ class KafkaSettings(BaseModel):
 
 
 class TopicSettings(BaseModel):
+    model_config = STRICT
+
     inputs: list[str] = Field(default_factory=lambda: ["finsent.news", "finsent.comments"])
     scored: str = "finsent.scored"
     trends: str = "finsent.trends"
@@ -124,6 +131,8 @@ class TopicSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
+    model_config = STRICT
+
     path: Path = DEFAULT_BUNDLE
     variant: Literal["auto", "int8", "fp32"] = "auto"
     providers: Literal["auto", "cpu", "cuda"] = "auto"
@@ -141,6 +150,8 @@ class ModelSettings(BaseModel):
 
 
 class WindowSettings(BaseModel):
+    model_config = STRICT
+
     size_s: float = Field(60.0, gt=0)
     allowed_lateness_s: float = Field(10.0, ge=0)
     idle_s: float = Field(5.0, gt=0, description="advance the watermark with wall time after this much quiet")
@@ -149,6 +160,8 @@ class WindowSettings(BaseModel):
 
 
 class SurgeSettings(BaseModel):
+    model_config = STRICT
+
     k: float = Field(3.0, gt=0)
     min_volume: int = Field(20, ge=1)
     min_share: float = Field(0.4, ge=0, le=1)
@@ -162,6 +175,8 @@ class SurgeSettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
+    model_config = STRICT
+
     enabled: bool = True
     # Loopback by default: exposing /metrics wider is an explicit decision.
     host: str = "127.0.0.1"
@@ -169,6 +184,8 @@ class MetricsSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
+    model_config = STRICT
+
     app_id: str = "finsent"
     datadir: Path = Path("var/faust")
     store: str = "memory://"
@@ -217,28 +234,81 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {p} is a directory") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
 
 
-def _one_line(exc: ValidationError) -> str:
+def _leaf_depth(data: dict[str, Any], loc: tuple[int | str, ...]) -> int | None:
+    """How many parts of `loc` lead to a value (not a section) in `data`; None when `data` lacks it.
+
+    Lets an error name where the offending value came from; an error about a
+    whole section (a model validator) has no single source and gets None.
+    """
+    node: Any = data
+    depth = None
+    for i, part in enumerate(loc):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not (in_dict or in_list):
+            return None
+        node = node[part]
+        if depth is None and not isinstance(node, dict):
+            depth = i + 1  # the env var / TOML key that holds the value (lists hold items below it)
+    return depth
+
+
+def _one_line(
+    exc: ValidationError,
+    *,
+    overrides: dict[str, Any] | None = None,
+    env: tuple[str, dict[str, Any]] | None = None,
+    file: tuple[str, dict[str, Any]] | None = None,
+) -> str:
+    """Every validation error on one line, each naming the env var or file its value came from.
+
+    An operator with a file, a dozen FINSENT_* variables and CLI flags needs
+    to know which one to fix. The highest-priority source holding the value
+    wins, as in the merge; values set by code or CLI flags and errors about a
+    whole section (no single source) say "invalid settings".
+    """
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "settings"
-        parts.append(f"{loc}: {err['msg']}")
-    return "invalid settings: " + "; ".join(parts)
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(x) for x in loc) or "settings"
+        what = f"unknown key {dotted}" if err["type"] == "extra_forbidden" else f"{dotted}: {err['msg']}"
+        where = "invalid settings"
+        if _leaf_depth(overrides or {}, loc) is None:
+            if env is not None and (depth := _leaf_depth(env[1], loc)) is not None:
+                where = "environment variable " + env[0] + "__".join(str(x) for x in loc[:depth]).upper()
+            elif file is not None and _leaf_depth(file[1], loc) is not None:
+                where = f"config file {file[0]}"
+        parts.append(f"{where}: {what}")
+    return "; ".join(parts)
 
 
 def load_settings(
     config_file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> Settings:
-    """Defaults < config file < environment < overrides (CLI flags, nested dicts)."""
+    """Defaults < config file < environment < overrides (CLI flags, nested dicts).
+
+    The environment is read raw and merged before anything is validated, so a
+    section split between the file and the environment (security protocol in
+    FINSENT_KAFKA__*, user name in the file) is checked as a whole.
+    """
+    if config_file is None:
+        config_file = os.environ.get("FINSENT_CONFIG") or None
     file_data = read_config_file(config_file) if config_file else {}
-    if config_file is None and (env_file := os.environ.get("FINSENT_CONFIG")):
-        file_data = read_config_file(env_file)
+    prefix = str(Settings.model_config.get("env_prefix", ""))
     try:
-        from_env = Settings().model_dump(exclude_unset=True)
-        merged = _deep_merge(_deep_merge(file_data, from_env), overrides or {})
-        return Settings(**merged)
+        from_env = EnvSettingsSource(Settings)()
+    except Exception as exc:  # pydantic-settings raises SettingsError on a malformed (e.g. JSON) value
+        raise ConfigError(f"environment: {' '.join(str(exc).split())}") from None
+    merged = _deep_merge(_deep_merge(file_data, from_env), overrides or {})
+    try:
+        return Settings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(
+            _one_line(exc, overrides=overrides, env=(prefix, from_env), file=(str(config_file), file_data))
+        ) from None

@@ -7,7 +7,7 @@ pure (`format_*` return `rich.text.Text`, unit-tested); `follow()` is the
 kafka-python edge.
 
 Starting "at the end" is tansu-safe: tansu's ListOffsets("latest") answers
-the base offset of the last batch + 1 (FACTS.md), so `end_offsets` is only
+the base offset of the last batch + 1, so `end_offsets` is only
 a cheap lower bound; the high-water mark of the first fetch is the real end,
 and records below it are dropped.
 """
@@ -25,8 +25,8 @@ from typing import Any
 
 from rich.text import Text
 
-from monitor.cli import CliError
-from monitor.replay import BOOTSTRAP_TIMEOUT_MS, quiet_kafka_logs
+from monitor.cli import CliError, is_unreachable, kafka_unreachable
+from monitor.replay import BOOTSTRAP_TIMEOUT_MS
 from monitor.settings import Settings
 
 KINDS = ("scored", "trends", "alerts", "deadletter")
@@ -302,6 +302,8 @@ def follow(
             bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         )
     except Exception as exc:
+        if is_unreachable(exc):
+            raise kafka_unreachable(settings) from None
         raise CliError(f"cannot connect to Kafka at {settings.kafka.bootstrap}: {exc}") from None
     try:
         parts = consumer.partitions_for_topic(topic)
@@ -352,7 +354,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
-    quiet_kafka_logs(settings)
     if args.max is not None and args.max < 1:
         raise CliError("--max must be >= 1")
     if args.timeout is not None and args.timeout <= 0:

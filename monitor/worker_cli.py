@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.bundle import BundleError
-from monitor.cli import CliError
+from monitor.cli import CliError, is_unreachable, kafka_unreachable
 from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["model"]["path"] = args.model[0]
     if args.variant:
         o["model"]["variant"] = args.variant
-    if args.batch_size:
+    if args.batch_size is not None:  # 0 must reach validation, not mean 'unset'
         o["model"]["batch_size"] = args.batch_size
     if args.metrics_port is not None:
         o["metrics"]["port"] = args.metrics_port
@@ -59,7 +59,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["worker"]["datadir"] = args.datadir
     if args.app_id:
         o["worker"]["app_id"] = args.app_id
-    if args.window:
+    if args.window is not None:
         o["windows"]["size_s"] = args.window
     return {k: v for k, v in o.items() if v}
 
@@ -69,12 +69,39 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return run_worker(settings, extra_models=extra, create_topics=not args.no_create_topics)
 
 
+def check_kafka(settings: Settings, create_topics: bool = True) -> None:
+    """Reach the broker before Faust starts, creating missing topics unless told not to.
+
+    Faust reports an unreachable broker as a logged traceback and exit code 1;
+    checking first with kafka-python (bounded by BOOTSTRAP_TIMEOUT_MS) gives
+    the one-line error every other command gives. With `create_topics` False
+    the check creates nothing: it only lists the topics.
+    """
+    from monitor.broker import create_topics as make_topics
+    from monitor.replay import BOOTSTRAP_TIMEOUT_MS
+
+    client_cfg = {k: v for k, v in settings.kafka.kafka_python_config().items() if k != "bootstrap_servers"}
+    try:
+        make_topics(
+            settings.kafka.bootstrap,
+            settings.topics.all_topics() if create_topics else [],
+            settings.topics.partitions,
+            settings.topics.replication_factor,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+            **client_cfg,
+        )
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise kafka_unreachable(settings) from None
+        doing = "create topics" if create_topics else "list topics"
+        raise CliError(f"cannot {doing} on Kafka at {settings.kafka.bootstrap}: {exc}") from None
+
+
 def run_worker(settings: Settings, extra_models: list[Path] | None = None, create_topics: bool = True) -> int:
     import faust
     from faust.sensors.prometheus import setup_prometheus_sensors
     from prometheus_client import start_http_server
 
-    from monitor.broker import create_topics as make_topics
     from monitor.metrics import Metrics
     from monitor.model_service import ModelService
     from monitor.worker import Pipeline, create_app
@@ -92,17 +119,13 @@ def run_worker(settings: Settings, extra_models: list[Path] | None = None, creat
         raise CliError(f"cannot load model bundle: {exc}") from None
     metrics = Metrics()
     pipeline = Pipeline(settings, models, metrics)
-    if create_topics:
-        try:
-            make_topics(
-                settings.kafka.bootstrap,
-                settings.topics.all_topics(),
-                settings.topics.partitions,
-                settings.topics.replication_factor,
-                **{k: v for k, v in settings.kafka.kafka_python_config().items() if k != "bootstrap_servers"},
-            )
-        except Exception as exc:
-            raise CliError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc}") from None
+    check_kafka(settings, create_topics)
+    datadir = Path(settings.worker.datadir)
+    try:
+        # Faust creates only the last level; a fresh checkout has no var/ for the default var/faust.
+        datadir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create the worker's datadir {datadir}: {exc.strerror or exc}") from None
     app = create_app(settings, pipeline)
     setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     if settings.metrics.enabled:

