@@ -63,6 +63,12 @@ class Metrics:
         self.surge_active = Gauge(
             "finsent_surge_active", "1 while the in-stream surge rule fires", [*dk, "severity"], registry=r
         )
+        # 1 while a firing surge belongs to one company's incident: an entity surge's own ticker, or the
+        # ticker a topic/all surge is derived from. Alertmanager inhibits derived pages on `incident`.
+        self.surge_incident = Gauge(
+            "finsent_surge_incident", "1 while a firing surge belongs to this company's incident", [*dk, "incident"],
+            registry=r,
+        )  # fmt: skip
         self.alerts = Counter("finsent_alerts", "Surge alerts fired", ["dimension", "severity"], registry=r)
         self.model_info = Gauge(
             "finsent_model_info", "Model bundle in service", ["name", "version", "sha256"], registry=r
@@ -113,6 +119,26 @@ class Metrics:
                 self._entities_seen.add(key)
                 return key
         return OTHER
+
+    def incident_label(self, dimension: str, key_label: str, derived_from: str | None) -> str | None:
+        """The `incident` label of a surge (a bounded entity label), or None when it belongs to none.
+
+        An entity folded into "other" names no incident: "other" would tie
+        unrelated companies' surges together.
+        """
+        if dimension == "entity":
+            return key_label if key_label != OTHER else None
+        if derived_from and derived_from.startswith("entity:"):
+            ticker = self.key_label("entity", derived_from.partition(":")[2])
+            return ticker if ticker != OTHER else None
+        return None
+
+    def clear_incident(self, dimension: str, key_label: str, incident: str) -> None:
+        """Drop the series of a resolved surge (a 0 would leave one series per past incident)."""
+        try:
+            self.surge_incident.remove(dimension, key_label, incident)
+        except KeyError:
+            pass
 
     def set_model(self, name: str, version: str, sha256: str) -> None:
         labels = (name, version, sha256)

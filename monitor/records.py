@@ -84,6 +84,9 @@ def trend_event(record: Mapping[str, Any], dimension: str, key: str) -> dict[str
             "source": record.get("source"),
             "url": record.get("url"),
             "score": float(sent.get("score", 0.0)),
+            # Topic and all-items windows count negatives per entity (monitor/windows.py) so a surge
+            # there can name the company that drives it; an entity key needs no list of itself.
+            **({"entities": [str(e) for e in record.get("entities", ())]} if dimension != "entity" else {}),
         },
     }
 

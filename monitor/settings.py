@@ -18,6 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from monitor.surge import SurgeConfig
+
+_SURGE = SurgeConfig()  # the surge rule's defaults, defined once there
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "finsent-minilm-l6"
 # Every section rejects keys it does not know: a misspelt key (`[surge] kk = 3`) silently
@@ -162,16 +166,26 @@ class WindowSettings(BaseModel):
 class SurgeSettings(BaseModel):
     model_config = STRICT
 
-    k: float = Field(3.0, gt=0)
-    min_volume: int = Field(20, ge=1)
-    min_share: float = Field(0.4, ge=0, le=1)
-    alpha: float = Field(0.1, gt=0, le=1)
-    warmup_windows: int = Field(5, ge=0)
-    resolve_k: float = Field(1.5, ge=0)
-    resolve_windows: int = Field(2, ge=1)
-    cooldown_s: float = Field(300.0, ge=0)
-    min_std: float = Field(0.05, gt=0)
-    prior_mean: float = Field(0.15, ge=0, le=1)
+    # Defaults come from monitor/surge.py SurgeConfig, the one place they are chosen
+    # (python -m bench.alerts --tune; docs/ALERTS.md).
+    k: float = Field(_SURGE.k, gt=0)
+    min_volume: int = Field(_SURGE.min_volume, ge=1)
+    min_share: float = Field(_SURGE.min_share, ge=0, le=1)
+    alpha: float = Field(_SURGE.alpha, gt=0, le=1)
+    warmup_windows: int = Field(_SURGE.warmup_windows, ge=0)
+    resolve_k: float = Field(_SURGE.resolve_k, ge=0)
+    resolve_windows: int = Field(_SURGE.resolve_windows, ge=1)
+    cooldown_s: float = Field(_SURGE.cooldown_ms / 1000, ge=0)
+    min_std: float = Field(_SURGE.min_std, gt=0)
+    prior_mean: float = Field(_SURGE.prior_mean, ge=0, le=1)
+    count_aware_std: bool = _SURGE.count_aware_std
+    derive_share: float = Field(_SURGE.derive_share, gt=0, le=1)
+
+    def to_config(self) -> SurgeConfig:
+        """The pure rule's parameters (seconds become event-time milliseconds)."""
+        fields = self.model_dump()
+        fields["cooldown_ms"] = int(fields.pop("cooldown_s") * 1000)
+        return SurgeConfig(**fields)
 
 
 class MetricsSettings(BaseModel):

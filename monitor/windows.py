@@ -8,7 +8,8 @@ updated in place, or a fresh one for `None`).
 State layout::
 
     {"open": {"<window_start>": {"count", "negative", "neutral", "positive",
-                                 "score_sum", "evidence": [...], "ids": {"<hash>": 1}}},
+                                 "score_sum", "evidence": [...], "ids": {"<hash>": 1},
+                                 "neg_by": {"<ticker>": [count, error]}}},
      "closed_until": <ms or null>,   # every window ending at or before this is closed
      "late": <int>}                   # late items since the last close
 
@@ -52,10 +53,18 @@ class WindowConfig:
     # changelog record). Beyond this a redelivered item may be counted twice;
     # 10k keeps a hot key's record near 170 KB, well under Kafka's 1 MB limit.
     max_ids: int = 10_000
+    # Entities whose negative items a window counts (Space-Saving slots; see the module doc).
+    entity_slots: int = 8
 
     def __post_init__(self) -> None:
-        if self.size_ms <= 0 or self.allowed_lateness_ms < 0 or self.evidence_size < 0 or self.max_ids < 0:
-            raise ValueError("window size must be > 0; lateness, evidence size and max ids >= 0")
+        if (
+            self.size_ms <= 0
+            or self.allowed_lateness_ms < 0
+            or self.evidence_size < 0
+            or self.max_ids < 0
+            or self.entity_slots < 0
+        ):
+            raise ValueError("window size must be > 0; lateness, evidence size, max ids and entity slots >= 0")
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ class ClosedWindow:
     evidence: list[dict[str, Any]] = field(default_factory=list)
     # Late items of this key since the previous close (their windows had already closed).
     late_count: int = 0
+    # Negative items per entity they name, most first (guaranteed lower bounds, at most entity_slots).
+    negative_by_entity: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +96,7 @@ class ClosedWindow:
             "negative_share": round(self.negative_share, 6),
             "mean_score": round(self.mean_score, 6),
             "late_count": self.late_count,
+            "negative_by_entity": dict(self.negative_by_entity),
             "evidence": [dict(e) for e in self.evidence],
         }
 
@@ -107,6 +119,31 @@ def _new_window() -> dict[str, Any]:
     return {"count": 0, "negative": 0, "neutral": 0, "positive": 0, "score_sum": 0.0, "evidence": [], "ids": {}}
 
 
+def _count_entities(win: dict[str, Any], entities: Any, slots: int) -> None:
+    """Space-Saving update of the window's negative-items-per-entity table (see the module doc)."""
+    if slots <= 0 or not isinstance(entities, list | tuple):
+        return
+    table: dict[str, list[int]] = win.setdefault("neg_by", {})
+    for e in dict.fromkeys(str(x) for x in entities):  # an item counts once per entity
+        slot = table.get(e)
+        if slot is not None:
+            slot[0] += 1
+        elif len(table) < slots:
+            table[e] = [1, 0]
+        else:
+            # Evict the smallest (ties: the alphabetically first, so replays are deterministic).
+            victim = min(table, key=lambda k: (table[k][0], k))
+            floor = table.pop(victim)[0]
+            table[e] = [floor + 1, floor]
+
+
+def _negative_by_entity(table: dict[str, list[int]] | None) -> dict[str, int]:
+    if not table:
+        return {}
+    ranked = sorted(((c - err, k) for k, (c, err) in table.items() if c - err > 0), key=lambda t: (-t[0], t[1]))
+    return {k: n for n, k in ranked}
+
+
 def _evidence(evidence: dict[str, Any], item_id: str, score: float, cfg: WindowConfig) -> dict[str, Any]:
     ev: dict[str, Any] = {k: evidence.get(k) for k in EVIDENCE_FIELDS}
     ev["id"] = str(ev["id"] if ev["id"] is not None else item_id)
@@ -125,6 +162,7 @@ def add_event(
     score: float,
     evidence: dict[str, Any],
     cfg: WindowConfig,
+    entities: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Count one item in its window.
 
@@ -132,6 +170,10 @@ def add_event(
     state["late"], not in a window); or `duplicate` (this id was already
     counted in that open window: an at-least-once redelivery). An unknown
     sentiment label counts as neutral; a non-finite score as 0.
+
+    `entities` (default: the evidence's "entities", which the trend event
+    of a topic or all-items key carries) are counted per window for
+    negative items only: what a surge alert needs to name its driver.
     """
     st = state if state else new_state()
     start = window_start(int(event_ms), cfg.size_ms)
@@ -154,8 +196,11 @@ def add_event(
     if not math.isfinite(score):
         score = 0.0
     win["count"] += 1
-    win[sentiment if sentiment in SENTIMENTS else "neutral"] += 1
+    label = sentiment if sentiment in SENTIMENTS else "neutral"
+    win[label] += 1
     win["score_sum"] += score
+    if label == "negative":
+        _count_entities(win, evidence.get("entities") if entities is None else entities, cfg.entity_slots)
     kept = win["evidence"]
     if cfg.evidence_size > 0 and (len(kept) < cfg.evidence_size or score < float(kept[-1]["score"])):
         pool = [*kept, _evidence(evidence, item_id, score, cfg)]
@@ -197,6 +242,7 @@ def close_due(
                 mean_score=w["score_sum"] / n if n else 0.0,
                 evidence=list(w["evidence"]),
                 late_count=0 if closed else int(st.get("late", 0)),
+                negative_by_entity=_negative_by_entity(w.get("neg_by")),
             )
         )
         st["late"] = 0

@@ -92,19 +92,7 @@ class Pipeline:
             allowed_lateness_ms=int(w.allowed_lateness_s * 1000),
             evidence_size=w.evidence_size,
         )
-        s = settings.surge
-        self.surge_cfg = surge_mod.SurgeConfig(
-            k=s.k,
-            min_volume=s.min_volume,
-            min_share=s.min_share,
-            alpha=s.alpha,
-            warmup_windows=s.warmup_windows,
-            resolve_k=s.resolve_k,
-            resolve_windows=s.resolve_windows,
-            cooldown_ms=int(s.cooldown_s * 1000),
-            min_std=s.min_std,
-            prior_mean=s.prior_mean,
-        )
+        self.surge_cfg = settings.surge.to_config()
         self.watermarks: dict[int, win.Watermark] = {}
         ident = models.scorer.ident
         metrics.set_model(ident["name"], ident["version"], ident["sha256"])
@@ -299,21 +287,35 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         ak = key_of(dim, key).encode()
         await box.send(lambda: alerts.send(key=ak, value=body, force=True), what=f"{body['state']} alert for {ak!r}")
         label = metrics.key_label(dim, key)
+        # The company this surge belongs to (its own, or the one a topic/all surge is derived
+        # from): Alertmanager inhibits a derived page while that company's own surge fires.
+        incident = metrics.incident_label(dim, label, body.get("derived_from"))
         if body["state"] == "firing":
             metrics.alerts.labels(dim, body["severity"]).inc()
             metrics.surge_active.labels(dim, label, body["severity"]).set(1)
+            if incident is not None:
+                metrics.surge_incident.labels(dim, label, incident).set(1)
         else:
             for sev in ("warning", "critical"):
                 metrics.surge_active.labels(dim, label, sev).set(0)
+            if incident is not None:
+                metrics.clear_incident(dim, label, incident)
 
     async def close_key(k: str, state: dict[str, Any], watermark_ms: int, box: Outbox) -> tuple[dict[str, Any], bool]:
         dim, _, key = k.partition(":")
         windows_state, closed = win.close_due(state.get("w"), watermark_ms=watermark_ms, cfg=pipeline.window_cfg)
         state["w"] = windows_state
-        changed = bool(closed)
-        for cw in closed:
-            surge_state, stats, alert = surge_mod.evaluate(state.get("s"), cw, pipeline.surge_cfg, now_ms(), dim, key)
-            state["s"] = surge_state
+        before = (state.get("s") or {}).get("last_end")
+        # The same per-key step the detector benchmark runs (bench/alerts.py): closed windows,
+        # then the empty windows of a firing key that went quiet (calm, so the surge can resolve).
+        surge_state, evaluated, quiet_alerts = surge_mod.advance(
+            state.get("s"), closed, watermark_ms=watermark_ms, size_ms=pipeline.window_cfg.size_ms,
+            allowed_lateness_ms=pipeline.window_cfg.allowed_lateness_ms, cfg=pipeline.surge_cfg, now_ms=now_ms(),
+            dimension=dim, key=key,
+        )  # fmt: skip
+        state["s"] = surge_state
+        changed = bool(closed) or (surge_state or {}).get("last_end") != before
+        for cw, stats, alert in evaluated:
             body = cw.to_dict()
             body.update(
                 dimension=dim,
@@ -329,22 +331,8 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             publish_gauges(dim, key, cw, stats)
             if alert is not None:
                 await emit_alert(dim, key, alert, box)
-        surge_state = state.get("s")
-        size = pipeline.window_cfg.size_ms
-        # A firing key that went quiet: empty windows count as calm so the surge can resolve.
-        while (
-            surge_state
-            and surge_state.get("firing")
-            and surge_state["last_end"] + size + pipeline.window_cfg.allowed_lateness_ms <= watermark_ms
-        ):
-            start = surge_state["last_end"]
-            surge_state, alert = surge_mod.evaluate_quiet(
-                surge_state, start, start + size, pipeline.surge_cfg, now_ms(), dim, key
-            )
-            changed = True
-            if alert is not None:
-                await emit_alert(dim, key, alert, box)
-        state["s"] = surge_state
+        for alert in quiet_alerts:
+            await emit_alert(dim, key, alert, box)
         return state, changed
 
     # Table writes are batched per partition and flushed on that partition's tick: one

@@ -43,7 +43,7 @@ def local_config(tmp_path: Path, webhook_url: str | None = None, fast: bool = Fa
 
 def test_amtool_check_config(tmp_path: Path) -> None:
     out = run([need("amtool"), "check-config", str(local_config(tmp_path))])
-    assert "SUCCESS" in out and "1 templates" in out and "2 inhibit rules" in out, out
+    assert "SUCCESS" in out and "1 templates" in out and "3 inhibit rules" in out, out
 
 
 @pytest.mark.parametrize(
@@ -174,6 +174,41 @@ def test_ten_companies_one_notification_and_stall_inhibits_sentiment(tmp_path: P
                 assert state(port, "NegativeSentimentSurge", key) == "suppressed", key
             assert state(port, "ScoringStalled", None) == "active"
             assert state(port, "ConsumerLagHigh", None) == "active"
+    finally:
+        hook.close()
+
+
+@pytest.mark.slow
+def test_a_company_surge_inhibits_the_topic_and_all_pages_it_drives(tmp_path: Path) -> None:
+    """Propagation: TSLA's surge also lifts its topic and all:all. Those carry incident=TSLA and are
+    held back while TSLA's own page fires; a topic surge of another incident still pages."""
+    hook = Webhook()
+    surge = {"alertname": "NegativeSentimentSurge", "severity": "warning"}
+    try:
+        with alertmanager(tmp_path, local_config(tmp_path, hook.url, fast=True).read_text()) as port:
+            post(
+                port,
+                api_alert({**surge, "dimension": "entity", "key": "TSLA", "incident": "TSLA"}),
+                api_alert({**surge, "dimension": "topic", "key": "Stock Movement", "incident": "TSLA"}),
+                api_alert({**surge, "dimension": "all", "key": "all", "incident": "TSLA"}),
+                # Derived from a company whose own surge is not firing (still in warm-up, say): pages.
+                api_alert({**surge, "dimension": "topic", "key": "Earnings", "incident": "NFLX"}),
+                # Of no one company's making: pages.
+                api_alert({**surge, "dimension": "topic", "key": "Macro"}),
+            )
+            wait_for(lambda: state(port, "NegativeSentimentSurge", "all") == "suppressed", 10, "all:all inhibited")
+            assert state(port, "NegativeSentimentSurge", "Stock Movement") == "suppressed"
+            for key in ("TSLA", "Earnings", "Macro"):
+                assert state(port, "NegativeSentimentSurge", key) == "active", key
+            wait_for(lambda: len(hook.snapshot()) >= 2, 15, "two notifications")
+            time.sleep(1.5)
+            paged = sorted(a["labels"]["key"] for p in hook.snapshot() for a in p["alerts"])
+            assert paged == ["Earnings", "Macro", "TSLA"], paged
+
+            # TSLA resolves while its topic is still up: the topic is no longer held back.
+            post(port, {**api_alert({**surge, "dimension": "entity", "key": "TSLA", "incident": "TSLA"}),
+                        "endsAt": "2000-01-01T00:00:00Z"})  # fmt: skip
+            wait_for(lambda: state(port, "NegativeSentimentSurge", "Stock Movement") == "active", 10, "released")
     finally:
         hook.close()
 

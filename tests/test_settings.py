@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.settings import ConfigError, load_settings
+from monitor.settings import ConfigError, Settings, load_settings
 
 
 def test_precedence_defaults_file_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,3 +136,13 @@ def test_shipped_config_files_load() -> None:
     root = Path(__file__).resolve().parent.parent
     for cfg in (root / "config.example.toml", root / "deploy" / "finsent.toml"):
         load_settings(cfg)
+
+
+def test_surge_settings_convert_to_the_pure_rule_with_its_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.surge import SurgeConfig
+
+    assert Settings().surge.to_config() == SurgeConfig()
+    monkeypatch.setenv("FINSENT_SURGE__COOLDOWN_S", "1.5")
+    monkeypatch.setenv("FINSENT_SURGE__COUNT_AWARE_STD", "false")
+    cfg = load_settings().surge.to_config()
+    assert cfg.cooldown_ms == 1500 and cfg.count_aware_std is False

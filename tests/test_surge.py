@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from monitor.surge import SurgeConfig, evaluate, evaluate_quiet, new_state, severity_of
+from monitor.surge import SurgeConfig, advance, evaluate, evaluate_quiet, new_state, severity_of
 
 CFG = SurgeConfig(k=3.0, min_volume=20, min_share=0.4, alpha=0.2, warmup_windows=5, resolve_k=1.5,
                   resolve_windows=2, cooldown_ms=10_000, min_std=0.05)  # fmt: skip
@@ -125,26 +125,26 @@ def test_baseline_frozen_while_firing_and_during_held_back_surges() -> None:
 
 
 def test_zscore_is_against_the_baseline_before_the_window() -> None:
-    st, stats, _ = evaluate(None, W(0, 50, 0.5), CFG, 0)
+    st, stats, _ = evaluate(None, W(0, 500, 0.5), CFG, 0)
     assert (stats.baseline_mean, stats.baseline_std) == (CFG.prior_mean, CFG.min_std)
-    assert math.isclose(stats.zscore, (0.5 - 0.15) / 0.05)
+    assert math.isclose(stats.zscore, (0.5 - 0.15 - 0.5 / 500) / 0.05)  # continuity-corrected
     assert st["mean"] > CFG.prior_mean  # then the window updates it
 
 
 def test_flat_baseline_uses_the_std_floor() -> None:
     st = None
     for i in range(20):
-        st, stats, _ = evaluate(st, W(i * 1000, 50, 0.15), CFG, 0)
+        st, stats, _ = evaluate(st, W(i * 1000, 500, 0.15), CFG, 0)
     assert stats.baseline_std == CFG.min_std and math.isfinite(stats.zscore)
-    _, stats, _ = evaluate(st, W(20_000, 50, 0.15), CFG, 0)
+    _, stats, _ = evaluate(st, W(20_000, 500, 0.15), CFG, 0)
     assert abs(stats.zscore) < 1e-6
 
 
 def test_small_windows_move_the_baseline_less() -> None:
     base = new_state(CFG)
     base.update(n=10, mean=0.1, var=0.0025)
-    small, _, _ = evaluate(dict(base), W(0, 2, 0.3), CFG, 0)
-    large, _, _ = evaluate(dict(base), W(0, 200, 0.3), CFG, 0)
+    small, _, _ = evaluate(dict(base), W(0, 2, 0.2), CFG, 0)
+    large, _, _ = evaluate(dict(base), W(0, 200, 0.2), CFG, 0)
     assert 0.1 < small["mean"] < large["mean"]
     assert math.isclose(large["mean"] - 0.1, 10 * (small["mean"] - 0.1))
 
@@ -206,3 +206,98 @@ def test_non_finite_share_is_treated_as_zero_and_config_checked() -> None:
         SurgeConfig(min_std=0)
     with pytest.raises(ValueError):
         SurgeConfig(alpha=0)
+
+
+@dataclass
+class TW(W):
+    """A topic/all window that also counts its negatives per entity (monitor/windows.py)."""
+
+    negative_by_entity: dict = field(default_factory=dict)
+
+
+def fire_topic(by_entity: dict, share: float = 0.8, count: int = 50, cfg: SurgeConfig = CFG) -> dict | None:
+    st = None
+    for i in range(10):
+        st, _stats, _a = evaluate(st, TW(i * 1000, 50, 0.1), cfg, 0, "topic", "Stock Movement")
+    _st, _stats, alert = evaluate(st, TW(10_000, count, share, [], by_entity), cfg, 0, "topic", "Stock Movement")
+    assert alert is not None and alert.state == "firing"
+    return alert.to_dict()
+
+
+def test_a_topic_surge_one_company_explains_is_derived_from_it() -> None:
+    # 40 negatives of 50 against a 10 % baseline: excess 35; TSLA's 30 explain more than half.
+    body = fire_topic({"TSLA": 30, "AAPL": 2})
+    assert body["derived_from"] == "entity:TSLA"
+    assert body["drivers"] == [{"key": "entity:TSLA", "negative": 30}, {"key": "entity:AAPL", "negative": 2}]
+    json.dumps(body)
+
+
+def test_a_spread_out_surge_is_not_derived_but_names_its_drivers() -> None:
+    body = fire_topic({"TSLA": 10, "AAPL": 9, "MSFT": 8, "NFLX": 1})
+    assert body["derived_from"] is None and len(body["drivers"]) == 3
+    # Too few negatives for the company to fire on its own (min_share * min_volume = 8): not derived either.
+    assert fire_topic({"TSLA": 7}, share=0.45, count=40)["derived_from"] is None
+    assert fire_topic({})["derived_from"] is None and fire_topic({})["drivers"] == []
+
+
+def test_entity_alerts_and_their_resolution_keep_the_attribution() -> None:
+    st = None
+    for i in range(10):
+        st, _s, _a = evaluate(st, TW(i * 1000, 50, 0.1), CFG, 0, "entity", "TSLA")
+    st, _s, fired = evaluate(st, TW(10_000, 50, 0.8, [], {"AAPL": 40}), CFG, 0, "entity", "TSLA")
+    assert fired is not None and fired.derived_from is None and fired.drivers == []
+    st = None
+    for i in range(10):
+        st, _s, _a = evaluate(st, TW(i * 1000, 50, 0.1), CFG, 0, "all", "all")
+    st, _s, fired = evaluate(st, TW(10_000, 50, 0.8, [], {"TSLA": 40}), CFG, 0, "all", "all")
+    json.loads(json.dumps(st))
+    resolved = None
+    for i in range(11, 15):
+        st, _s, a = evaluate(st, TW(i * 1000, 50, 0.1), CFG, 0, "all", "all")
+        resolved = resolved or a
+    assert fired and resolved and resolved.state == "resolved" and resolved.derived_from == "entity:TSLA"
+
+
+def test_advance_is_the_workers_per_key_step_including_quiet_windows() -> None:
+    st = None
+    st, res, quiet = advance(st, [W(i * 1000, 50, 0.1) for i in range(10)], watermark_ms=10_500, size_ms=1000,
+                             allowed_lateness_ms=500, cfg=CFG, now_ms=0)  # fmt: skip
+    assert len(res) == 10 and quiet == [] and all(a is None for _w, _s, a in res)
+    st, res, quiet = advance(st, [W(10_000, 50, 0.8)], watermark_ms=11_500, size_ms=1000, allowed_lateness_ms=500,
+                             cfg=CFG, now_ms=0)  # fmt: skip
+    assert res[0][2] is not None and res[0][2].state == "firing" and quiet == []
+    # The key goes silent: two empty windows are calm, the surge resolves on the second.
+    st, res, quiet = advance(st, [], watermark_ms=13_500, size_ms=1000, allowed_lateness_ms=500, cfg=CFG, now_ms=0)
+    assert res == [] and [(a.state, a.window_end) for a in quiet] == [("resolved", 13_000)]
+
+
+def test_count_aware_std_keeps_a_sparse_keys_baseline_honest_and_lets_it_fire() -> None:
+    """A company named about once a window has shares of 0 or 1. Judged by its own binomial
+    noise, each such window is ordinary, so the baseline learns the true 15 %; judged by the
+    key's learned spread alone, every negative tweet is a clipped outlier and the baseline
+    sinks far below the truth (a later ordinary window would look like a surge)."""
+    plain = SurgeConfig(**{**CFG.__dict__, "count_aware_std": False})
+    got = {}
+    for cfg in (CFG, plain):
+        rng = random.Random(3)
+        st = None
+        for i in range(300):
+            st, _s, _a = evaluate(st, W(i * 1000, 1, float(rng.random() < 0.15)), cfg, 0)
+        _st, stats, alert = evaluate(st, W(300_000, 70, 0.8), cfg, 0)
+        got[cfg.count_aware_std] = (stats, alert)
+    (aware, fired), (naive, _a) = got[True], got[False]
+    assert fired is not None and aware.zscore >= 2 * CFG.k
+    assert abs(aware.baseline_mean - 0.15) < 0.05 and naive.baseline_mean < 0.08
+
+
+def test_an_outlier_too_thin_to_fire_does_not_widen_the_baseline() -> None:
+    st = None
+    for i in range(20):
+        st, _s, _a = evaluate(st, W(i * 1000, 50, 0.1 + 0.02 * (i % 2)), CFG, 0)
+    before = dict(st)
+    st, stats, alert = evaluate(st, W(20_000, 16, 0.9), CFG, 0)  # the surge's first, partial window
+    assert alert is None and stats.zscore >= CFG.k
+    assert before["mean"] < st["mean"] < 0.2  # a clipped step only
+    assert st["var"] <= before["var"] + CFG.alpha * 16 / 20 * (2 * stats.baseline_std) ** 2
+    _st, _stats, alert = evaluate(st, W(21_000, 60, 0.75), CFG, 0)
+    assert alert is not None and alert.state == "firing"

@@ -192,3 +192,39 @@ def test_watermark_without_start_and_future_events() -> None:
     wm = Watermark(idle_ms=1000, max_ahead_ms=2_000)
     wm.observe(20_000, wall_ms=10_000)
     assert wm.current(10_000) == 12_000
+
+
+def test_negatives_are_counted_per_entity_for_attribution() -> None:
+    """A topic/all window knows which companies its negative items name (neutral/positive ones do not count)."""
+    st = None
+    for i in range(6):
+        st, _ = add(st, 10 + i, f"t{i}", "negative", -0.9, entities=["TSLA"])
+    st, _ = add(st, 20, "a1", "negative", -0.9, entities=["AAPL", "TSLA", "TSLA"])  # once per entity
+    st, _ = add(st, 21, "a2", "positive", 0.9, entities=["AAPL"])
+    st, _ = add_event(st, event_ms=22, item_id="x", sentiment="negative", score=-1.0, evidence={}, cfg=CFG,
+                      entities=["MSFT"])  # fmt: skip
+    json.dumps(st)
+    _, [w] = close_due(st, watermark_ms=10_000, cfg=CFG)
+    assert w.negative_by_entity == {"TSLA": 7, "AAPL": 1, "MSFT": 1}
+    assert w.to_dict()["negative_by_entity"] == {"TSLA": 7, "AAPL": 1, "MSFT": 1}
+    assert "entities" not in w.evidence[0]  # the list steers counting, it is not evidence
+
+
+def test_entity_counts_are_bounded_and_keep_the_heavy_hitter() -> None:
+    """Space-Saving: a window naming hundreds of companies keeps `entity_slots` of them, with lower bounds,
+    and the one that dominates the negatives is never lost."""
+    cfg = WindowConfig(size_ms=1000, allowed_lateness_ms=0, entity_slots=4)
+    st = None
+    for i in range(300):
+        ents = ["TSLA"] if i % 3 == 0 else [f"R{i}"]
+        st, _ = add_event(st, event_ms=i, item_id=str(i), sentiment="negative", score=-1.0, evidence={}, cfg=cfg,
+                          entities=ents)  # fmt: skip
+    assert len(st["open"]["0"]["neg_by"]) == 4
+    _, [w] = close_due(st, watermark_ms=1000, cfg=cfg)
+    top, n = next(iter(w.negative_by_entity.items()))
+    assert top == "TSLA" and 0 < n <= 100
+    assert all(v >= 0 for v in w.negative_by_entity.values())
+    off = WindowConfig(size_ms=1000, allowed_lateness_ms=0, entity_slots=0)
+    st, _ = add_event(None, event_ms=1, item_id="a", sentiment="negative", score=-1.0, evidence={}, cfg=off,
+                      entities=["TSLA"])  # fmt: skip
+    assert "neg_by" not in st["open"]["0"]
