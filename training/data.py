@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,13 +42,22 @@ class DataError(ValueError):
     """A file that cannot be used at all; the message is one line."""
 
 
+# raw label, text -> (label name or None, reason counted in `skipped` when None)
+LabelFn = Callable[[object, str], tuple[str | None, str]]
+
+
 @dataclass
 class Examples:
+    """Rows of one task. `langs` / `origins` (one per row, or empty) let a mix of datasets be
+    evaluated per language and per dataset; a plain file load leaves them empty."""
+
     task: str
     texts: list[str]
     labels: list[int]
     source: str
     skipped: Counter[str] = field(default_factory=Counter)
+    langs: list[str] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -55,6 +65,15 @@ class Examples:
             h.update(t.encode())
             h.update(b"\x1f%d\x1e" % y)
         return h.hexdigest()
+
+    def subset(self, keep: list[int]) -> None:
+        """Keep only these row indices (in this order), row metadata included."""
+        self.texts = [self.texts[i] for i in keep]
+        self.labels = [self.labels[i] for i in keep]
+        if self.langs:
+            self.langs = [self.langs[i] for i in keep]
+        if self.origins:
+            self.origins = [self.origins[i] for i in keep]
 
     def counts(self) -> dict[str, int]:
         labels = TASK_LABELS[self.task]
@@ -108,8 +127,21 @@ def map_label(task: str, raw: object) -> str | None:
     return None
 
 
-def load_examples(path: str | Path, task: str, text_col: str = "text", label_col: str = "label") -> Examples:
-    """Read a labeled file for one task; bad rows are skipped and counted by reason."""
+def _default_label_fn(task: str) -> LabelFn:
+    def fn(raw: object, _text: str) -> tuple[str | None, str]:
+        return map_label(task, raw), "unknown_label"
+
+    return fn
+
+
+def load_examples(path: str | Path, task: str, text_col: str = "text", label_col: str = "label",
+                  label_fn: LabelFn | None = None) -> Examples:  # fmt: skip
+    """Read a labeled file for one task; bad rows are skipped and counted by reason.
+
+    label_fn maps (raw label, raw text) to a label name, or to None and the reason the row is
+    skipped: datasets whose labels need their own mapping (FinFE's 0/1/2 order differs from
+    the twitter set's; FinNL's tags go through the taxonomy) pass theirs (training/sources.py).
+    """
     if task not in TASK_LABELS:
         raise DataError(f"unknown task '{task}' (choose {', '.join(TASK_LABELS)})")
     p = Path(path)
@@ -117,15 +149,16 @@ def load_examples(path: str | Path, task: str, text_col: str = "text", label_col
     if rows and text_col not in rows[0] and not any(text_col in r for r in rows[:50]):
         raise DataError(f"{p} has no column '{text_col}'")
     labels = TASK_LABELS[task]
+    fn = label_fn or _default_label_fn(task)
     out = Examples(task=task, texts=[], labels=[], source=p.name)
     for r in rows:
         text = r.get(text_col)
         if not isinstance(text, str) or not text.strip():
             out.skipped["empty_text"] += 1
             continue
-        lab = map_label(task, r.get(label_col))
+        lab, reason = fn(r.get(label_col), text)
         if lab is None:
-            out.skipped["unknown_label"] += 1
+            out.skipped[reason] += 1
             continue
         clean = normalize_text(text)
         if not clean:

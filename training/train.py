@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class TrainConfig:
     threads: int = 2
     random_init: bool = False
     eval_limit: int | None = None
+    recipe: str = "default"
 
 
 @dataclass
@@ -110,13 +112,31 @@ def predict_probs(model: nn.Module, tokenizer: object, texts: list[str], max_len
     return out
 
 
-def evaluate_model(model: nn.Module, tokenizer: object, valid: dict[str, Examples], cfg: TrainConfig) -> dict[str, Any]:
-    res = {}
-    for task, ex in valid.items():
+def _evaluate(model: nn.Module, tokenizer: object, valid: dict[str, Examples],
+              cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Reports per validation set, and per (task, language) over the sets' rows pooled.
+
+    Sets are keyed by name and scored on their own task (`ex.task`): the plain recipe keys them by
+    task, a multi-dataset recipe by dataset. Pooling by language needs rows tagged with one
+    (training/sources.py); untagged sets give no per-language scores.
+    """
+    res: dict[str, Any] = {}
+    pooled: dict[tuple[str, str], tuple[list[np.ndarray], list[int]]] = {}
+    for name, ex in valid.items():
         n = cfg.eval_limit or len(ex.texts)
-        probs = predict_probs(model, tokenizer, ex.texts[:n], cfg.max_length, task)
-        res[task] = classification_report(probs, ex.labels[:n], TASK_LABELS[task])
-    return res
+        probs = predict_probs(model, tokenizer, ex.texts[:n], cfg.max_length, ex.task)
+        res[name] = classification_report(probs, ex.labels[:n], TASK_LABELS[ex.task])
+        for i, lang in enumerate(ex.langs[:n]):
+            ps, ys = pooled.setdefault((ex.task, lang), ([], []))
+            ps.append(probs[i])
+            ys.append(ex.labels[i])
+    by_lang = {f"{task}_{lang}": classification_report(np.stack(ps), ys, TASK_LABELS[task])
+               for (task, lang), (ps, ys) in sorted(pooled.items())}  # fmt: skip
+    return res, by_lang
+
+
+def evaluate_model(model: nn.Module, tokenizer: object, valid: dict[str, Examples], cfg: TrainConfig) -> dict[str, Any]:
+    return _evaluate(model, tokenizer, valid, cfg)[0]
 
 
 def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[str, Examples], out: Path,
@@ -149,6 +169,7 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
     started = time.monotonic()
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     ema: dict[str, float] = {}
+    best_report: dict[str, Any] | None = None
     stop = False
     while not stop:
         for task, idx in plan_batches(train_sets, cfg.batch_size, rng, cfg.balanced_tasks):
@@ -168,16 +189,19 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
             bar.set_postfix({f"loss_{t[:4]}": f"{v:.3f}" for t, v in ema.items()})
             bar.update(1)
             if step % eval_every == 0 or step >= total:
-                scores = evaluate_model(model, tokenizer, valid_sets, cfg)
+                scores, by_lang = _evaluate(model, tokenizer, valid_sets, cfg)
                 mean_f1 = float(np.mean([s["macro_f1"] for s in scores.values()]))
                 row = {"step": step, "seconds": round(time.monotonic() - started, 1), "mean_macro_f1": mean_f1,
                        **{f"{t}_macro_f1": s["macro_f1"] for t, s in scores.items()},
-                       **{f"{t}_accuracy": s["accuracy"] for t, s in scores.items()}}  # fmt: skip
+                       **{f"{t}_accuracy": s["accuracy"] for t, s in scores.items()},
+                       **{f"lang_{k}_macro_f1": s["macro_f1"] for k, s in by_lang.items()}}  # fmt: skip
                 history.append(row)
                 bar.write(json.dumps(row))
                 if mean_f1 > best:
                     best, bad_evals = mean_f1, 0
                     torch.save(model.state_dict(), ckpt)
+                    if by_lang:  # multi-dataset recipes: the report of the checkpoint that is kept
+                        best_report = {"step": step, "datasets": _brief(scores), "languages": _brief(by_lang)}
                 else:
                     bad_evals += 1
                     if bad_evals >= cfg.patience:
@@ -193,8 +217,19 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
             "steps": step, "seconds": round(time.monotonic() - started, 1),
             "data": {t: {"source": e.source, "rows": len(e.texts), "fingerprint": e.fingerprint(),
                          "skipped": dict(e.skipped)} for t, e in train_sets.items()}}  # fmt: skip
+    for t, e in train_sets.items():
+        if e.origins:
+            meta["data"][t]["rows_by_source"] = dict(
+                Counter(f"{o} ({g})" for o, g in zip(e.origins, e.langs, strict=True))
+            )
+    if best_report is not None:
+        meta["best_eval"] = best_report
     (out / "train.json").write_text(json.dumps(meta, indent=2))
     return TrainResult(ckpt, best, step, time.monotonic() - started, history)
+
+
+def _brief(reports: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {k: {"n": r["n"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"]} for k, r in reports.items()}
 
 
 def load_trained(run_dir: Path) -> tuple[nn.Module, object, dict[str, Any]]:
