@@ -3,16 +3,25 @@
     .venv/bin/python -m bench.paced --rates 30,60
     .venv/bin/python -m bench.paced --rates 60 --worker-env FINSENT_MODEL__INTRA_OP_THREADS=2
     .venv/bin/python -m bench.paced --rates 60 --client kafka-python   # the old load generator
+    .venv/bin/python -m bench.paced --broker-log info,warn --burst 3000 --rates 40,80 --rounds 2
 
 Per rate: cores used by the embedded broker, the worker and this process (the load generator) while
 producing, the worker's micro-batches (count, mean size, scoring ms per batch, from its own
-Prometheus histograms) and produce-to-scored latency quantiles. Prints a table, writes JSON.
+Prometheus histograms), produce-to-scored latency quantiles and what the broker logged. With
+`--burst N`, first N items as fast as possible: the sustained items/s, next to the worker's own
+scoring call alone (batch 32, bucket 16, both cores) measured in the same run.
+
+`--broker-log info,warn` repeats everything with a fresh broker (and worker) at each tansu log level,
+in one run, so the levels are compared side by side on the same machine state; `--rounds 2` runs
+the levels again in reverse order (info, warn, warn, info) so a drift in the machine's load does
+not favour one of them. Prints tables, writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -21,7 +30,7 @@ from typing import Any
 
 from bench.pipeline_bench import ScoredReader, broker_cpu, proc_stats, produce, quantiles
 from bench.run import REPO, load_texts, table
-from monitor.broker import EmbeddedBroker
+from monitor.broker import EmbeddedBroker, rust_log_filter
 from tests.worker_harness import TopicNames, WorkerProcess, make_topics
 
 HISTOGRAMS = ("finsent_batch_size", "finsent_scoring_seconds")
@@ -37,10 +46,12 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def run(rates: list[float], seconds: float, model: Path, env: dict[str, str], client: str) -> list[dict[str, Any]]:
+def run(rates: list[float], seconds: float, model: Path, env: dict[str, str], client: str,
+        broker_log: str | None = None, burst: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+    """One broker at `broker_log` (None: its default) and one worker: the burst (if any), then each rate."""
     texts = load_texts(256)
-    rows = []
-    with EmbeddedBroker() as broker:
+    rows: list[dict[str, Any]] = []
+    with EmbeddedBroker(log_level=broker_log) as broker:
         topics = TopicNames()
         make_topics(broker.bootstrap, topics)
         w = WorkerProcess(broker.bootstrap, topics, model, Path(tempfile.mkdtemp()), app_id="paced", env=env).start()
@@ -49,24 +60,32 @@ def run(rates: list[float], seconds: float, model: Path, env: dict[str, str], cl
             produce(broker.bootstrap, topics.news, texts, 64, None, "warm")
             while reader.n < 64:
                 reader.drain()
-            for rate in rates:
+            phases: list[float | None] = [None] if burst else []
+            for rate in [*phases, *rates]:
                 reader.lat_ms.clear()
                 reader.n = 0
-                n = max(20, int(rate * seconds))
-                m0, b0 = scrape(w.metrics_url), broker_cpu(broker)
+                n = burst if rate is None else max(20, int(rate * seconds))
+                m0, b0, log0 = scrape(w.metrics_url), broker_cpu(broker), broker.log_bytes
                 pid = w.proc.pid if w.proc else 0
                 w0, g0, t0 = proc_stats(pid)["cpu_s"], time.process_time(), time.monotonic()
-                produce(broker.bootstrap, topics.news, texts, n, rate, f"r{rate}", client)
+                produce(broker.bootstrap, topics.news, texts, n, rate, "burst" if rate is None else f"r{rate}", client)
+                if rate is None:  # a burst lasts until the last item is scored
+                    deadline = time.monotonic() + 600
+                    while reader.n < n and time.monotonic() < deadline:
+                        reader.drain()
                 secs = time.monotonic() - t0
-                b1, w1, g1 = broker_cpu(broker), proc_stats(pid)["cpu_s"], time.process_time()
+                b1, w1, g1, log1 = broker_cpu(broker), proc_stats(pid)["cpu_s"], time.process_time(), broker.log_bytes
                 deadline = time.monotonic() + 120
                 while reader.n < n and time.monotonic() < deadline:
                     reader.drain()
                 d = {k: v - m0.get(k, 0.0) for k, v in scrape(w.metrics_url).items()}
                 batches = d.get("finsent_batch_size_count", 0.0)
-                rows.append({"rate": rate, "items": n, "scored": reader.n,
+                rows.append({"broker_log": broker.log_level, "rate": "burst" if rate is None else rate, "items": n,
+                             "scored": reader.n, "items_per_s": round(reader.n / secs, 1),
                              "broker_cores": round((b1 - b0) / secs, 2), "worker_cores": round((w1 - w0) / secs, 2),
-                             "load_gen_cores": round((g1 - g0) / secs, 2), "batches": int(batches),
+                             "load_gen_cores": round((g1 - g0) / secs, 2),
+                             "worker_cpu_ms_per_item": round(1000 * (w1 - w0) / max(1, reader.n), 2),
+                             "log_mb_per_s": round((log1 - log0) / secs / 1e6, 2), "batches": int(batches),
                              "mean_batch": round(d.get("finsent_batch_size_sum", 0.0) / max(1.0, batches), 1),
                              "scoring_ms_per_batch": round(1000 * d.get("finsent_scoring_seconds_sum", 0.0)
                                                            / max(1.0, batches), 1),
@@ -74,7 +93,39 @@ def run(rates: list[float], seconds: float, model: Path, env: dict[str, str], cl
             reader.c.close()
         finally:
             w.stop()
+    for r in rows:  # the whole life of this broker, start to stop, in every row of it
+        r["log_bytes_total"] = broker.log_bytes
     return rows
+
+
+def scorer_alone(model: Path) -> float:
+    """texts/s of the worker's scoring call alone, batch 32, bucket 16, onnxruntime's default threads."""
+    from bench.model_bench import run_serving_bench
+
+    s = run_serving_bench(load_texts(256), model, [32], [16], 5)
+    return float(s["rows"][0]["texts_per_s"])
+
+
+def summarise(rows: list[dict[str, Any]], levels: list[str], alone: float | None) -> list[dict[str, Any]]:
+    """Per broker log level and phase: the median over rounds; the burst also against the scorer alone."""
+    out = []
+    phases = list(dict.fromkeys(r["rate"] for r in rows))
+    for level in levels:
+        for phase in phases:
+            mine = [r for r in rows if r["broker_log"] == level and r["rate"] == phase]
+            if not mine:
+                continue
+            keys = ["items_per_s", "broker_cores", "worker_cores", "load_gen_cores", "worker_cpu_ms_per_item",
+                    "log_mb_per_s", "mean_batch", "p50", "p95", "p99"]  # fmt: skip
+            s: dict[str, Any] = {"broker_log": level, "rate": phase, "runs": len(mine)}
+            for k in keys:
+                vals = [r[k] for r in mine if k in r]
+                if vals:
+                    s[k] = round(statistics.median(vals), 2)
+            if phase == "burst" and alone:
+                s["vs_scorer_alone"] = round(s["items_per_s"] / alone, 2)
+            out.append(s)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the worker, e.g. FINSENT_MODEL__MAX_WAIT_MS=5 (repeatable)")  # fmt: skip
     ap.add_argument("--client", choices=["aiokafka", "kafka-python"], default="aiokafka", help="load generator")
+    ap.add_argument("--broker-log", default=None, metavar="LEVELS",
+                    help="tansu log level(s), comma-separated, each run side by side (default: warn, "
+                         "or FINSENT_BROKER_LOG)")  # fmt: skip
+    ap.add_argument("--burst", type=int, default=0, metavar="N", help="first N items as fast as possible (items/s)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the levels, every other round in reverse order")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "paced.json")
     a = ap.parse_args(argv)
     try:
@@ -96,11 +152,36 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rates takes numbers like 30,60 and --worker-env takes KEY=VALUE")
     if not rates or min(rates) <= 0:
         ap.error("--rates needs at least one positive rate")
-    rows = run(rates, a.seconds, a.model, env, a.client)
-    print(table(rows, ["rate", "scored", "broker_cores", "worker_cores", "load_gen_cores", "batches", "mean_batch",
-                       "scoring_ms_per_batch", "p50", "p95", "p99"]))  # fmt: skip
+    levels: list[str | None] = [None]
+    if a.broker_log:
+        levels = [lv.strip() for lv in a.broker_log.split(",") if lv.strip()]
+        try:
+            for lv in levels:
+                rust_log_filter(lv)
+        except ValueError as exc:
+            ap.error(f"--broker-log: {exc}")
+    if a.burst < 0 or a.rounds < 1:
+        ap.error("--burst takes N >= 0 and --rounds N >= 1")
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    alone = scorer_alone(a.model) if a.burst else None
+    rows: list[dict[str, Any]] = []
+    for rnd in range(a.rounds):
+        for level in levels if rnd % 2 == 0 else levels[::-1]:
+            rows += [{"round": rnd + 1, **r} for r in run(rates, a.seconds, a.model, env, a.client, level, a.burst)]
+    cols = ["round", "broker_log", "rate", "scored", "items_per_s", "broker_cores", "worker_cores", "load_gen_cores",
+            "log_mb_per_s", "mean_batch", "scoring_ms_per_batch", "p50", "p95", "p99"]  # fmt: skip
+    print(table(rows, cols))
+    result: dict[str, Any] = {"started": started, "client": a.client, "worker_env": env, "seconds": a.seconds,
+                              "rows": rows}  # fmt: skip
+    ran = list(dict.fromkeys(r["broker_log"] for r in rows))
+    if alone is not None or len(ran) > 1 or a.rounds > 1:
+        result["scorer_alone_texts_per_s"] = alone
+        result["summary"] = summarise(rows, ran, alone)
+        print(f"\nmedian over {a.rounds} round(s); worker's scoring call alone (batch 32, bucket 16): {alone} texts/s")
+        print(table(result["summary"], ["broker_log", "rate", "items_per_s", "vs_scorer_alone", "broker_cores",
+                                        "worker_cores", "load_gen_cores", "log_mb_per_s", "p50", "p99"]))  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"client": a.client, "worker_env": env, "rows": rows}, indent=2))
+    a.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {a.out}")
     return 0
 

@@ -109,11 +109,14 @@ def quantiles(xs: list[float]) -> dict[str, float]:
 
 
 def run_pipeline_bench(texts: list[str], model: Path, n: int, fractions: list[float], workers: list[int],
-                       batch_size: int = 32, profile_to: Path | None = None) -> dict[str, Any]:  # fmt: skip
+                       batch_size: int = 32, profile_to: Path | None = None,
+                       broker_log: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """`broker_log`: tansu's log level (None: warn or FINSENT_BROKER_LOG); at info it takes CPU from the rest."""
     out: dict[str, Any] = {"items": n, "batch_size": batch_size, "sustained": {}, "latency": [], "scale_out": [],
                            "overlap_off": {}}  # fmt: skip
     work = Path(tempfile.mkdtemp())
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker(log_level=broker_log) as broker:
+        out["broker_log"] = broker.log_level
         base_env = {"FINSENT_MODEL__BATCH_SIZE": str(batch_size)}
         # The worker as shipped (scoring overlapped with writing) at each scale, then one worker
         # scoring and writing strictly one batch at a time, for the side-by-side ratio.
@@ -154,7 +157,8 @@ def run_pipeline_bench(texts: list[str], model: Path, n: int, fractions: list[fl
                 row = {"workers": count, "overlap_io": overlap, "items_per_s": round(rate, 1), "seconds": round(secs, 1),
                        "worker_cpu_s": round(sum(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before, strict=True)), 1),
                        "worker_rss_mb": round(sum(a["rss_mb"] for a in after), 1),
-                       "broker_cores": round(broker_cores, 2), "load_gen_cores": round(bench_cores, 2)}  # fmt: skip
+                       "broker_cores": round(broker_cores, 2), "load_gen_cores": round(bench_cores, 2),
+                       "broker_log_mb": round(broker.log_bytes / 1e6, 1)}  # fmt: skip
                 row["worker_cores"] = round(row["worker_cpu_s"] / secs, 2)
                 row["worker_cpu_ms_per_item"] = round(row["worker_cpu_s"] / max(1, reader.n) * 1000, 2)
                 if not overlap:

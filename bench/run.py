@@ -46,7 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
     ap.add_argument("--skip-model", action="store_true")
     ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--broker-log", default=None, metavar="LEVEL",
+                    help="embedded broker's log level (default warn, or FINSENT_BROKER_LOG); "
+                         "`python -m bench.paced --broker-log info,warn` compares levels side by side")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.broker_log:
+        from monitor.broker import rust_log_filter
+
+        try:
+            rust_log_filter(args.broker_log)  # now, not after ten minutes of model benchmarks
+        except ValueError as exc:
+            ap.error(f"--broker-log: {exc}")
     # The ONNX quantiser switches the root logger to INFO; keep the Kafka clients' chatter out of the tables.
     for name in ("kafka", "aiokafka"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -118,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p = run_pipeline_bench(texts, args.model, 200 if args.smoke else 3000,
                                    [0.5] if args.smoke else [0.25, 0.5, 0.9], [1] if args.smoke else [1, 2],
-                                   profile_to=args.out.parent / "worker-profile.txt")  # fmt: skip
+                                   profile_to=args.out.parent / "worker-profile.txt",
+                                   broker_log=args.broker_log)  # fmt: skip
             result["pipeline"] = p
-            print("\n== worker end to end (embedded broker)")
+            print(f"\n== worker end to end (embedded broker, log level {p['broker_log']})")
             rows = [*p["scale_out"], p["overlap_off"]] if p["overlap_off"] else p["scale_out"]
             print(table(rows, ["workers", "overlap_io", "items_per_s", "seconds", "worker_cores", "broker_cores",
                                "load_gen_cores", "worker_cpu_ms_per_item", "worker_rss_mb"]))  # fmt: skip

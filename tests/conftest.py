@@ -8,6 +8,10 @@ integration tests and carry `@pytest.mark.slow`.
 
 The helpers are plain functions as well (`from tests.conftest import
 settings_for, consume`) so harnesses and scripts can use them too.
+
+Every embedded broker logs at `warn` (monitor/broker.py says why);
+`pytest --broker-log info` (or FINSENT_BROKER_LOG=info) turns on tansu's
+span logging for every broker the session starts, to see what it did.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from monitor.broker import EmbeddedBroker
+from monitor.broker import LOG_ENV, EmbeddedBroker, rust_log_filter
 from monitor.settings import Settings, TopicSettings
 
 _seq = itertools.count()
@@ -61,6 +65,26 @@ def unique_topics(prefix: str = "t", partitions: int = 4) -> dict[str, Any]:
     out["inputs"] = [f"{t}.{suffix}" for t in names["inputs"]]
     out["partitions"] = partitions
     return out
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker-log",
+        metavar="LEVEL",
+        default=None,
+        help="log level of every embedded tansu broker (default warn; info logs every span: gigabytes)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Through the environment, so brokers that tests and harnesses construct themselves get it too.
+    level = config.getoption("--broker-log")
+    if level:
+        try:
+            rust_log_filter(level)  # a bad level fails now, not in the first broker
+        except ValueError as exc:
+            raise pytest.UsageError(f"--broker-log: {exc}") from None
+        os.environ[LOG_ENV] = level
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +160,8 @@ def consume_records(
 
     Values are JSON-decoded when they are JSON (raw bytes otherwise). Uses
     assign + seek_to_beginning and counts what it reads: tansu's end offsets
-    are wrong (FACTS.md), so "read up to the end" is never asked of it.
+    are wrong (a partition's end is the last batch's base offset + 1), so
+    "read up to the end" is never asked of it.
     """
     from kafka import KafkaConsumer, TopicPartition
 

@@ -19,63 +19,78 @@ from tests.worker_harness import TopicNames, TopicReader, WorkerProcess, make_to
 
 pytestmark = pytest.mark.slow
 
-NOW_MS = int(time.time() * 1000)
-
 
 def j(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode()
 
 
-# (case, raw message, where it must go: "scored" or the dead-letter reason)
-CASES: list[tuple[str, bytes, str]] = [
-    ("not JSON", b"<html>oops</html>", "not_json"),
-    ("JSON not an object", b"[1, 2, 3]", "not_object"),
-    ("missing text", j({"id": "c-missing"}), "missing_text"),
-    ("empty text", j({"id": "c-empty", "text": ""}), "empty_text"),
-    ("whitespace text", j({"id": "c-ws", "text": " \t\n\u3000 "}), "empty_text"),
-    ("text of wrong type", j({"id": "c-type", "text": {"body": "x"}}), "bad_type"),
-    ("id of wrong type", j({"id": 1.5, "text": "float id"}), "bad_id"),
-    ("huge text (10 MB)", j({"id": "c-huge", "text": "x" * 10_000_000}), "too_large"),
-    ("deeply nested JSON", b'{"id": "c-deep", "text": "x", "n": ' + b"[" * 5000 + b"]" * 5000 + b"}", "too_deep"),
-    ("invalid UTF-8", b'{"id": "c-utf8", "text": "bad \xc3\x28 bytes"}', "not_utf8"),
-    ("NUL bytes only", j({"id": "c-nul0", "text": "\x00\x00\x00"}), "empty_text"),
-    ("bad timestamp", j({"id": "c-ts", "text": "x", "published_at": "yesterday"}), "bad_timestamp"),
-    ("NUL bytes inside text", j({"id": "c-nul", "text": "Tesla\x00 shares plunge"}), "scored"),
-    ("control characters", j({"id": "c-ctrl", "text": "Apple\x07\x1b[31m beats\x08 estimates"}), "scored"),
-    (
-        "mixed languages and emoji",
-        j({"id": "c-mix", "text": "特斯拉股价暴跌 📉 Tesla stock crashes, la bourse chute"}),
-        "scored",
-    ),
-    ("unknown fields", j({"id": "c-unk", "text": "Bank shares rise", "extra": {"a": [1, 2]}, "score": 5}), "scored"),
-    (
-        "future timestamp",
-        j({"id": "c-future", "text": "Oil rises", "published_at": NOW_MS + 86_400_000 * 30}),
-        "scored",
-    ),
-    (
-        "ancient timestamp",
-        j({"id": "c-ancient", "text": "Gold falls", "published_at": "1971-01-01T00:00:00Z"}),
-        "scored",
-    ),
-    ("duplicate id (1st)", j({"id": "c-dup", "text": "Nvidia shares jump", "published_at": NOW_MS}), "scored"),
-    ("duplicate id (2nd)", j({"id": "c-dup", "text": "Nvidia shares jump", "published_at": NOW_MS}), "scored"),
-]
+def cases(now_ms: int) -> list[tuple[str, bytes, str]]:
+    """(case, raw message, where it must go: "scored" or the dead-letter reason), stamped `now_ms`.
+
+    Stamped when the test runs, not when the module is imported: in a full suite the import is
+    minutes earlier, the duplicate's window is then long past, and whether its second copy is
+    counted as a duplicate or as late depended on a 1 s window tick landing between the copies.
+    """
+    return [
+        ("not JSON", b"<html>oops</html>", "not_json"),
+        ("JSON not an object", b"[1, 2, 3]", "not_object"),
+        ("missing text", j({"id": "c-missing"}), "missing_text"),
+        ("empty text", j({"id": "c-empty", "text": ""}), "empty_text"),
+        ("whitespace text", j({"id": "c-ws", "text": " \t\n\u3000 "}), "empty_text"),
+        ("text of wrong type", j({"id": "c-type", "text": {"body": "x"}}), "bad_type"),
+        ("id of wrong type", j({"id": 1.5, "text": "float id"}), "bad_id"),
+        ("huge text (10 MB)", j({"id": "c-huge", "text": "x" * 10_000_000}), "too_large"),
+        ("deeply nested JSON", b'{"id": "c-deep", "text": "x", "n": ' + b"[" * 5000 + b"]" * 5000 + b"}", "too_deep"),
+        ("invalid UTF-8", b'{"id": "c-utf8", "text": "bad \xc3\x28 bytes"}', "not_utf8"),
+        ("NUL bytes only", j({"id": "c-nul0", "text": "\x00\x00\x00"}), "empty_text"),
+        ("bad timestamp", j({"id": "c-ts", "text": "x", "published_at": "yesterday"}), "bad_timestamp"),
+        ("NUL bytes inside text", j({"id": "c-nul", "text": "Tesla\x00 shares plunge"}), "scored"),
+        ("control characters", j({"id": "c-ctrl", "text": "Apple\x07\x1b[31m beats\x08 estimates"}), "scored"),
+        (
+            "mixed languages and emoji",
+            j({"id": "c-mix", "text": "特斯拉股价暴跌 📉 Tesla stock crashes, la bourse chute"}),
+            "scored",
+        ),
+        (
+            "unknown fields",
+            j({"id": "c-unk", "text": "Bank shares rise", "extra": {"a": [1, 2]}, "score": 5}),
+            "scored",
+        ),
+        (
+            "future timestamp",
+            j({"id": "c-future", "text": "Oil rises", "published_at": now_ms + 86_400_000 * 30}),
+            "scored",
+        ),
+        (
+            "ancient timestamp",
+            j({"id": "c-ancient", "text": "Gold falls", "published_at": "1971-01-01T00:00:00Z"}),
+            "scored",
+        ),
+        ("duplicate id (1st)", j({"id": "c-dup", "text": "Nvidia shares jump", "published_at": now_ms}), "scored"),
+        ("duplicate id (2nd)", j({"id": "c-dup", "text": "Nvidia shares jump", "published_at": now_ms}), "scored"),
+    ]
 
 
 def test_every_bad_input_goes_where_design_says_and_the_worker_survives(tmp_path: Path) -> None:
-    good = [j({"id": f"g{i}", "text": f"Microsoft shares steady {i}", "tickers": ["MSFT"]}) for i in range(len(CASES))]
-    stream: list[bytes] = []
-    for g, (_, raw, _) in zip(good, CASES, strict=True):
-        stream += [g, raw]
     with EmbeddedBroker() as broker:
         topics = TopicNames()
         make_topics(broker.bootstrap, topics)
-        worker = WorkerProcess(broker.bootstrap, topics, make_bundle(tmp_path / "tiny"), tmp_path).start()
+        # Lateness far beyond the test's length: the duplicate's window must still be open when its
+        # second copy arrives, even when the test starts seconds before a minute (window) boundary.
+        env = {"FINSENT_WINDOWS__ALLOWED_LATENESS_S": "600"}
+        worker = WorkerProcess(broker.bootstrap, topics, make_bundle(tmp_path / "tiny"), tmp_path, env=env).start()
         try:
+            rows = cases(int(time.time() * 1000))  # stamped now, not at import
+            good = [
+                j({"id": f"g{i}", "text": f"Microsoft shares steady {i}", "tickers": ["MSFT"]})
+                for i in range(len(rows))
+            ]
+            stream: list[bytes] = []
+            for g, (_, raw, _) in zip(good, rows, strict=True):
+                stream += [g, raw]
             produce(broker.bootstrap, topics.news, stream)
-            want_scored = len(good) + sum(1 for *_, where in CASES if where == "scored")
-            want_dead = Counter(where for *_, where in CASES if where != "scored")
+            want_scored = len(good) + sum(1 for *_, where in rows if where == "scored")
+            want_dead = Counter(where for *_, where in rows if where != "scored")
             scored = TopicReader(broker.bootstrap, topics.scored)
             dead = TopicReader(broker.bootstrap, topics.deadletter)
             got = scored.wait_for(lambda v: len(v) >= want_scored, timeout=90)
@@ -96,8 +111,8 @@ def test_every_bad_input_goes_where_design_says_and_the_worker_survives(tmp_path
             while worker.metric("finsent_duplicate_items_total") < 1 and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert worker.metric("finsent_duplicate_items_total") >= 1
-            table = "\n".join(f"  {case:<28} -> {where}" for case, _, where in CASES)
-            print(f"\nBAD-INPUT through the worker ({len(CASES)} cases among {len(good)} good items):\n{table}")
+            table = "\n".join(f"  {case:<28} -> {where}" for case, _, where in rows)
+            print(f"\nBAD-INPUT through the worker ({len(rows)} cases among {len(good)} good items):\n{table}")
             scored.close()
             dead.close()
         finally:

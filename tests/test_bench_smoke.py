@@ -38,20 +38,32 @@ def test_bench_smoke_writes_table_and_json(tmp_path: Path) -> None:
     assert res["pipeline"]["sustained"]["items_per_s"] > 0 and res["pipeline"]["latency"]
 
 
-def test_paced_bench_reports_cpu_batches_and_latency(tmp_path: Path) -> None:
+def test_paced_bench_reports_cpu_batches_and_latency_per_broker_log_level(tmp_path: Path) -> None:
     out = tmp_path / "paced.json"
     r = subprocess.run(
-        [sys.executable, "-m", "bench.paced", "--rates", "20", "--seconds", "2", "--out", str(out)],
+        [sys.executable, "-m", "bench.paced", "--rates", "20", "--seconds", "2", "--burst", "40",
+         "--broker-log", "info,warn", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    (row,) = json.loads(out.read_text())["rows"]
-    assert row["scored"] == row["items"] == 40
-    assert row["batches"] >= 1 and row["mean_batch"] >= 1 and row["p99"] >= row["p50"] > 0
-    assert row["broker_cores"] > 0 and row["worker_cores"] > 0
+    res = json.loads(out.read_text())
+    rows = {(row["broker_log"], row["rate"]): row for row in res["rows"]}
+    assert set(rows) == {("info", "burst"), ("info", 20.0), ("warn", "burst"), ("warn", 20.0)}
+    for level in ("info", "warn"):
+        row = rows[(level, 20.0)]
+        assert row["scored"] == row["items"] == 40
+        assert row["batches"] >= 1 and row["mean_batch"] >= 1 and row["p99"] >= row["p50"] > 0
+        assert row["broker_cores"] > 0 and row["worker_cores"] > 0
+        assert rows[(level, "burst")]["scored"] == 40 and rows[(level, "burst")]["items_per_s"] > 0
+    # The side-by-side point of the option: the two levels really differ in what the broker writes.
+    assert rows[("info", 20.0)]["log_bytes_total"] > 100 * max(1, rows[("warn", 20.0)]["log_bytes_total"])
+    assert res["scorer_alone_texts_per_s"] > 0 and {s["broker_log"] for s in res["summary"]} == {"info", "warn"}
 
 
 def test_paced_bench_refuses_bad_rates_in_one_line() -> None:
     r = subprocess.run([sys.executable, "-m", "bench.paced", "--rates", "fast"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--rates" in r.stderr.splitlines()[-1]
+    r = subprocess.run([sys.executable, "-m", "bench.paced", "--broker-log", "info,loud"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--broker-log" in r.stderr.splitlines()[-1]

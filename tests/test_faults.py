@@ -367,7 +367,12 @@ def test_bundle_swapped_while_running_corrupt_ones_refused_nothing_dropped(tmp_p
         worker = WorkerProcess(broker.bootstrap, topics, live, tmp_path, env=env).start()
         try:
             with Paced(broker.bootstrap, topics.news, rate=50) as paced:
-                time.sleep(2)
+                # Version 1 must have scored something before the first flip; a fixed sleep was not
+                # always enough on a busy machine (every item then came out as version 3).
+                deadline = time.monotonic() + 30
+                while worker.metric("finsent_messages_total") < 20:
+                    assert time.monotonic() < deadline, f"nothing scored by version 1\n{worker.log_tail()}"
+                    time.sleep(0.2)
                 for n, bad in enumerate((bad_hash, truncated, wrong_labels), start=1):
                     _flip(live, bad)
                     deadline = time.monotonic() + 20
