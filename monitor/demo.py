@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.broker import BrokerError, EmbeddedBroker, free_port
+from monitor.broker import BrokerError, EmbeddedBroker, free_port, terminate
 from monitor.cli import CliError
 from monitor.settings import REPO_ROOT, Settings
 
@@ -71,6 +70,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="model bundle directory (default: the shipped bundle)")
     p.add_argument("--workdir", type=Path, default=REPO_ROOT / "var" / "demo", help="logs and state")
     p.add_argument("--no-live", action="store_true", help="print plain progress lines instead of the live view")
+    p.add_argument(
+        "--broker-log-level",
+        metavar="LEVEL",
+        help="embedded broker log level: off, error, warn (default), info, debug, trace; info logs every request",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -441,17 +445,6 @@ def _wait_metrics(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
     raise CliError(f"the worker did not serve {url} within {timeout:.0f} s; see its log")
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.live import Live
@@ -468,7 +461,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     metrics_port = free_port()
-    broker = EmbeddedBroker(log_file=work / "broker.log")
+    try:
+        broker = EmbeddedBroker(log_file=work / "broker.log", log_level=args.broker_log_level)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     worker: subprocess.Popen[bytes] | None = None
     replays: list[subprocess.Popen[bytes]] = []
     stop = threading.Event()
@@ -563,8 +559,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         stop.set()
         for proc in replays:
-            _stop(proc, 5)
-        _stop(worker)
+            terminate(proc, 5)
+        terminate(worker, 15)
         broker.stop()
 
 

@@ -37,7 +37,7 @@ class KafkaSettings(BaseModel):
     model_config = STRICT
 
     bootstrap: str = "127.0.0.1:9092"
-    # "embedded" turns on the workarounds the tansu broker needs (FACTS.md);
+    # "embedded" turns on the workarounds the tansu broker needs (monitor/broker.py);
     # against a real Kafka cluster keep "kafka".
     profile: Literal["kafka", "embedded"] = "kafka"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -380,7 +380,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
                         pending.clear()
                         if settings.kafka.embedded:
                             # tansu reports a partition's end as the last *batch*'s base offset + 1, so
-                            # table recovery would stop before the rest of that batch (FACTS.md). Once
+                            # table recovery would stop before the rest of that batch. Once
                             # the writes are delivered, a lone fence record becomes the last batch.
                             await app.producer.flush()
                             table[FENCE_KEY] = {"at": int(value["tick"])}

@@ -38,7 +38,7 @@ class ParityBounds:
 
 
 def export_onnx(model: MultiTaskModel, tokenizer: Any, path: Path, max_length: int, opset: int = 17) -> Path:
-    """Legacy (TorchScript) exporter: the dynamo exporter ignores the opset and breaks quantisation (FACTS.md)."""
+    """Legacy (TorchScript) exporter: the dynamo exporter ignores the opset and breaks quantisation."""
     model.eval()
     enc = encode(tokenizer, ["a short text", "a somewhat longer example sentence for tracing"], max_length)
     names = [f"{t}_logits" for t in model.task_names]
@@ -203,12 +203,12 @@ def quantize_int8(src: Path, dst: Path, method: str = "weight-only", block_size:
                   fp32_matmuls: str = FP32_MATMULS) -> Path:  # fmt: skip
     """INT8 weights; three methods, chosen by measured agreement with fp32 and speed (bench/README.md).
 
-    "dynamic": ORT dynamic quantisation, per-channel QInt8 (FACTS.md); activations are quantised to
+    "dynamic": ORT dynamic quantisation, per-channel QInt8; activations are quantised to
     8 bits per tensor at run time too, which flipped 1.3-3% of argmaxes here (below the 99% bar).
     "weight-only" (default): every linear layer becomes MatMulNBits with 8-bit symmetric weights in
     blocks of `block_size` and fp32 activations; the word-embedding table is int8 with a scale per
     row. About a quarter of the fp32 size, 99.8% agreement. Neither is faster than fp32 on CPUs
-    without VNNI (FACTS.md); the gain is a 4x smaller bundle.
+    without VNNI; the gain is a 4x smaller bundle.
     "dynamic-smooth": `smooth_activations` on `calibration` batches, then dynamic INT8 of the weight
     MatMuls except those whose name matches `fp32_matmuls` ("" quantises all), embeddings int8 per
     row (a per-tensor embedding scale cost ~0.6% topic agreement). Measured speeds: training/README.md.
