@@ -17,6 +17,10 @@ Layout::
 ONNX interface: inputs `input_ids`, `attention_mask` (int64, [batch, seq]),
 optionally `token_type_ids`; one output `<task>_logits` [batch, n_labels]
 per task in manifest["tasks"].
+
+manifest["languages"] (optional) lists the languages the model was trained
+and gated on, e.g. ["en", "zh"]; bundles written before the field existed
+were English-only, so a missing field reads as ["en"].
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+DEFAULT_LANGUAGES = ("en",)  # what a manifest without "languages" means: every bundle before the field
 
 
 class BundleError(ValueError):
@@ -59,6 +64,7 @@ class Bundle:
     max_length: int
     tasks: dict[str, TaskSpec]
     manifest: dict[str, Any] = field(repr=False)
+    languages: tuple[str, ...] = DEFAULT_LANGUAGES
 
     @property
     def ident(self) -> dict[str, str]:
@@ -119,6 +125,12 @@ def validate_manifest(m: dict[str, Any]) -> None:
         )
     if not isinstance(m["max_length"], int) or not 8 <= m["max_length"] <= 4096:
         raise BundleError("manifest.json 'max_length' must be an integer in [8, 4096]")
+    langs = m.get("languages", list(DEFAULT_LANGUAGES))
+    if (not isinstance(langs, list) or not langs or len(set(langs)) != len(langs)
+            or not all(isinstance(x, str) and x.strip() == x and 2 <= len(x) <= 8 for x in langs)):  # fmt: skip
+        raise BundleError(
+            f"manifest.json 'languages' must be a non-empty list of distinct language codes, got {langs!r}"
+        )
 
 
 def load_bundle(path: str | os.PathLike[str], variant: str = "auto", verify: bool = True) -> Bundle:
@@ -178,4 +190,5 @@ def load_bundle(path: str | os.PathLike[str], variant: str = "auto", verify: boo
         max_length=int(manifest["max_length"]),
         tasks=tasks,
         manifest=manifest,
+        languages=tuple(manifest.get("languages", DEFAULT_LANGUAGES)),
     )

@@ -81,6 +81,27 @@ class TaskScore:
     probs: dict[str, float]
 
 
+PAD_TOKENS = ("[PAD]", "<pad>")  # BERT / WordPiece, and XLM-R / sentencepiece (e5: "<pad>" is id 1, "<s>" id 0)
+
+
+def tokenizer_pad_id(tokenizer: Any) -> int:
+    """The pad id a `tokenizers.Tokenizer` declares, read before padding is switched off.
+
+    tokenizer.json's padding section (written by `finsent-train export`) wins, then the vocabulary's
+    pad token. Looking up "[PAD]" only and falling back to 0 padded e5 batches with "<s>" (id 0)
+    instead of "<pad>" (id 1); attention masks hide those positions, but the padded ids must be the
+    ones the model was trained and exported with.
+    """
+    padding = tokenizer.padding
+    if padding and padding.get("pad_id") is not None:
+        return int(padding["pad_id"])
+    for token in PAD_TOKENS:
+        found = tokenizer.token_to_id(token)
+        if found is not None:
+            return int(found)
+    return 0
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -99,6 +120,7 @@ class _Model:
             self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_file))
         except Exception as exc:
             raise BundleError(f"tokenizer {bundle.tokenizer_file} cannot be loaded: {exc}") from exc
+        self.pad_id = tokenizer_pad_id(self.tokenizer)
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=bundle.max_length)
         opts = session_options(intra_op_threads)
@@ -114,7 +136,6 @@ class _Model:
         missing = {"input_ids", "attention_mask"} - self.input_names
         if missing:
             raise BundleError(f"ONNX model lacks inputs {sorted(missing)}")
-        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]

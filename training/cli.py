@@ -51,6 +51,31 @@ def eval_sets(args: argparse.Namespace, tasks: Sequence[str]) -> dict[str, Examp
     return sets
 
 
+def recipe_eval_sets(args: argparse.Namespace, meta: dict) -> dict[str, Examples]:
+    """A recipe run's evaluation sets: the valid split of every source it validated (or trained) on, each
+    rows tagged with its language, plus PhraseBank as an evaluation-only English news check if present."""
+    from training.bundle_export import run_sources
+    from training.sources import load_source
+
+    if args.topic_valid or args.sentiment_valid:
+        raise DataError(
+            "--topic-valid / --sentiment-valid do not combine with a recipe run (its sources name the files)"
+        )
+    tasks = meta["config"]["tasks"]
+    sets = {f"{n}_valid": load_source(n, "valid", DATASETS, args.limit) for n in run_sources(meta)}
+    sets = {k: v for k, v in sets.items() if v.task in tasks}
+    if not sets:
+        raise DataError(f"run {args.run} names no evaluation sources in train.json")
+    if "sentiment" in tasks:
+        pb = Path(args.news_eval) if args.news_eval else DATASETS / "financial_phrasebank" / "sentences_75agree.csv"
+        if pb.is_file():
+            ex = _limit(load_examples(pb, "sentiment"), args.limit)
+            ex.langs, ex.origins = ["en"] * len(ex.texts), ["phrasebank"] * len(ex.texts)
+            ex.source = "phrasebank"
+            sets["phrasebank_75agree"] = ex
+    return sets
+
+
 def _limit(ex: Examples, n: int | None, seed: int = 0) -> Examples:
     """A seeded random subset: the shared files are sorted by label, so their head is one class."""
     if n and n < len(ex.texts):
@@ -76,9 +101,18 @@ def _train_recipe(args: argparse.Namespace) -> int:
                       seed=args.seed, eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch,
                       balanced_tasks=args.balanced_tasks, patience=args.patience, max_steps=args.max_steps,
                       threads=args.threads, random_init=args.random_init, recipe=recipe.name)  # fmt: skip
-    res = train(cfg, train_sets, valid, Path(args.out))
+    res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
     print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
     return 0
+
+
+def _resume_mode(args: argparse.Namespace) -> bool | None:
+    """--resume: must continue; --restart: start over; neither: continue when the run dir has a checkpoint."""
+    if getattr(args, "resume", False) and getattr(args, "restart", False):
+        raise DataError("--resume and --restart contradict each other")
+    if getattr(args, "restart", False):
+        return False
+    return True if getattr(args, "resume", False) else None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -102,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch, balanced_tasks=args.balanced_tasks,
                       patience=args.patience, max_steps=args.max_steps, threads=args.threads,
                       random_init=args.random_init)  # fmt: skip
-    res = train(cfg, train_sets, valid, Path(args.out))
+    res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
     print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
     return 0
 
@@ -112,43 +146,71 @@ def cmd_export(args: argparse.Namespace) -> int:
     from training.train import load_trained
 
     _, _, meta = load_trained(Path(args.run))
-    sets = {k: _limit(v, args.limit) for k, v in eval_sets(args, meta["config"]["tasks"]).items()}
+    if meta["config"].get("recipe", "default") != "default":
+        sets = recipe_eval_sets(args, meta)
+    else:
+        sets = {k: _limit(v, args.limit) for k, v in eval_sets(args, meta["config"]["tasks"]).items()}
     from training.export import ParityBounds
 
     bounds = ParityBounds(int8_min_agreement=args.min_int8_agreement, int8_max_prob_diff=args.max_int8_prob_diff)
-    m = export_bundle(Path(args.run), Path(args.out), sets, name=args.name, version=args.version,
+    name = args.name or _default_name(meta["config"].get("recipe", "default"))
+    m = export_bundle(Path(args.run), Path(args.out), sets, name=name, version=args.version,
                       keep_fp32=not args.int8_only, bounds=bounds, int8_method=args.int8_method,
                       fp32_matmuls=args.int8_fp32_matmuls)  # fmt: skip
-    print(f"bundle {args.out} version {m['version']} ({', '.join(m['files'])})")
+    print(f"bundle {args.out} version {m['version']} languages {', '.join(m['languages'])} ({', '.join(m['files'])})")
     for name, r in m["metrics"]["int8"].items():
         agree = m["metrics"]["int8_vs_fp32"][name]
         print(
-            f"  {name}: n={r['n']} accuracy={r['accuracy']:.4f} macro-F1={r['macro_f1']:.4f} ECE={r['ece']:.4f} "
-            f"INT8/fp32 agreement={agree['argmax_agreement']:.4f} accuracy loss={agree['accuracy_loss']:+.4f}"
+            f"  {name} ({agree['lang']}): n={r['n']} accuracy={r['accuracy']:.4f} macro-F1={r['macro_f1']:.4f} "
+            f"ECE={r['ece']:.4f} INT8/fp32 agreement={agree['argmax_agreement']:.4f} "
+            f"accuracy loss={agree['accuracy_loss']:+.4f}"
         )
     for pair in ("torch_vs_fp32", "torch_vs_int8"):
-        worst = {t: (v["argmax_agreement"], v["max_prob_diff"]) for t, v in m["parity"][pair].items()}
-        print(
-            f"  parity {pair}: "
-            + ", ".join(f"{t} agreement {a:.4f} max prob diff {d:.2g}" for t, (a, d) in worst.items())
-        )
+        for lang, per_task in m["parity"]["by_language"][pair].items():
+            print(
+                f"  parity {pair} [{lang}]: "
+                + ", ".join(
+                    f"{t} agreement {v['argmax_agreement']:.4f} max prob diff {v['max_prob_diff']:.2g}"
+                    for t, v in per_task.items()
+                )  # fmt: skip
+            )
     print(f"  report: {Path(args.out) / 'eval.md'}")
     return 0
 
 
+def _default_name(recipe: str) -> str:
+    return "finsent-minilm-l6" if recipe == "default" else f"finsent-{Path(recipe).stem}"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    """train -> export (ONNX, INT8, parity per language) -> evaluate, each stage timed.
+
+    Training resumes from the run dir's checkpoint (a finished run is not trained again), so after a
+    crash, a kill or a failed parity gate the same command continues where it stopped.
+    """
     import time
 
+    recipe = getattr(args, "recipe", "default")
+    if args.out is None:
+        if recipe != "default":
+            raise DataError("build --recipe needs --out (the default path is the shipped English bundle)")
+        args.out = str(REPO / "models" / "finsent-minilm-l6")
+    run = Path(args.run or REPO / "runs" / ("build" if recipe == "default" else f"build-{Path(recipe).stem}"))
     started = time.monotonic()
-    run = Path(args.run)
     args.out_bundle = args.out
     args.out = str(run)
     cmd_train(args)
+    trained = time.monotonic()
     args.out = args.out_bundle
     args.run = str(run)
     args.int8_only = True
     cmd_export(args)
-    print(f"built {args.out} in {time.monotonic() - started:.0f} s")
+    done = time.monotonic()
+    timings = json.loads((Path(args.out) / "manifest.json").read_text()).get("export_timings", {})
+    print(f"built {args.out} in {done - started:.0f} s: train {trained - started:.0f} s, "
+          f"export {timings.get('onnx', 0) + timings.get('int8', 0) + timings.get('parity', 0):.0f} s "
+          f"(ONNX {timings.get('onnx', 0):.0f} s, INT8 {timings.get('int8', 0):.0f} s, "
+          f"parity {timings.get('parity', 0):.0f} s), evaluate {timings.get('evaluate', 0):.0f} s")  # fmt: skip
     return 0
 
 
@@ -233,13 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--random-init", action="store_true", help="tiny random encoder (tests only)")
         sp.add_argument("--balanced-tasks", action="store_true",
                         help="give every task as many batches per epoch as the largest one (re-sampling smaller ones)")  # fmt: skip
+        sp.add_argument("--recipe", default="default",
+                        help="default: the twitter sets (--tasks, --*-train files); multilingual: tweets + SEntFiN + "
+                        "FinFE sentiment, tweets + FinNL topic on e5-small-multilingual, validated per dataset and "
+                        "language (training/sources.py); or a recipe .toml file")  # fmt: skip
+        sp.add_argument("--resume", action="store_true",
+                        help="continue from the run dir's checkpoint.pt (written at every validation); without "
+                        "--resume or --restart a checkpoint of the same run is continued anyway")  # fmt: skip
+        sp.add_argument("--restart", action="store_true", help="ignore the run dir's checkpoint and train from scratch")
 
     def eval_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--news-eval", help="held-out news sentiment file (default: PhraseBank 75%% agreement)")
-        sp.add_argument("--name", default="finsent-minilm-l6", help="bundle name in the manifest")
+        sp.add_argument("--name", help="bundle name in the manifest (default finsent-minilm-l6, or finsent-<recipe>)")
         sp.add_argument("--version", help="bundle version (default: UTC date and time)")
         sp.add_argument("--min-int8-agreement", type=float, default=0.99,
-                        help="fail the export when INT8 agrees with torch/fp32 on fewer argmaxes than this")  # fmt: skip
+                        help="fail the export when INT8 agrees with torch/fp32 on fewer argmaxes than this, for any "
+                        "task in any language of the run")  # fmt: skip
         sp.add_argument("--max-int8-prob-diff", type=float, default=0.25,
                         help="fail the export when an INT8 probability differs from torch by more than this")  # fmt: skip
         sp.add_argument("--int8-method", choices=["dynamic-smooth", "weight-only", "dynamic"], default="dynamic-smooth",
@@ -253,10 +324,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="fine-tune; writes a run directory with the best checkpoint")
     train_args(sp)
-    sp.add_argument("--recipe", default="default",
-                    help="default: the twitter sets (--tasks, --*-train files); multilingual: tweets + SEntFiN + "
-                    "FinFE sentiment, tweets + FinNL topic on e5-small-multilingual, validated per dataset and "
-                    "language (training/sources.py); or a recipe .toml file")  # fmt: skip
     sp.add_argument("--out", required=True, help="run directory")
     sp.set_defaults(func=cmd_train)
 
@@ -270,11 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     eval_args(sp)
     sp.set_defaults(func=cmd_export)
 
-    sp = sub.add_parser("build", help="train + export the shipped bundle (INT8 only) in one go")
+    sp = sub.add_parser("build", help="train + export + evaluate (INT8 only) in one go, resumable, each stage timed")
     train_args(sp)
     eval_args(sp)
-    sp.add_argument("--run", default=str(REPO / "runs" / "build"), help="run directory")
-    sp.add_argument("--out", default=str(REPO / "models" / "finsent-minilm-l6"), help="bundle directory")
+    sp.add_argument("--run", help="run directory (default runs/build, or runs/build-<recipe>); keeps checkpoint.pt")
+    sp.add_argument("--out", help="bundle directory (default models/finsent-minilm-l6; required with --recipe)")
     sp.set_defaults(func=cmd_build)
 
     sp = sub.add_parser("evaluate", help="score a labeled file with a bundle; accuracy, macro-F1, ECE, report")

@@ -1,8 +1,15 @@
-"""Evaluate a bundle (through onnxruntime, as the worker serves it) on labeled files; write JSON, Markdown, PNGs."""
+"""Evaluate a bundle (through onnxruntime, as the worker serves it) on labeled files; write JSON, Markdown, PNGs.
+
+Every set is reported on its own (one per source and language in a
+multilingual run) and, with `language_reports`, pooled per task and
+language: a Chinese set must be visible as Chinese, not averaged into a
+larger English one.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +19,21 @@ from monitor.bundle import load_bundle
 from training.data import TASK_LABELS, Examples
 from training.metrics import classification_report
 from training.onnx_runner import OnnxRunner
+
+DEFAULT_LANG = "en"  # sets loaded from plain files carry no language: the default (tweets) recipe's
+
+
+def set_language(ex: Examples) -> str:
+    """A set's language: its rows' (sources tag every row; a set is one source), else English."""
+    if not ex.langs:
+        return DEFAULT_LANG
+    return Counter(ex.langs).most_common(1)[0][0]
+
+
+def evaluation_only(name: str, ex: Examples) -> bool:
+    """PhraseBank (CC BY-NC-SA) is an English news check outside the run's own sets: reported on its own,
+    never pooled into a language's figures (which would then change with whether the file is present)."""
+    return ex.source == "phrasebank" or name.startswith("phrasebank")
 
 
 def bundle_probs(bundle: Path, sets: dict[str, Examples], variant: str = "auto") -> dict[str, np.ndarray]:
@@ -26,9 +48,31 @@ def reports(sets: dict[str, Examples], probs: dict[str, np.ndarray], variant: st
     for name, p in probs.items():
         ex = sets[name]
         rep = classification_report(p, ex.labels, TASK_LABELS[ex.task])
-        rep.update(task=ex.task, source=ex.source, skipped=dict(ex.skipped), variant=variant)
+        rep.update(task=ex.task, lang=set_language(ex), source=ex.source, skipped=dict(ex.skipped), variant=variant)
         results[name] = rep
     return results
+
+
+def language_reports(sets: dict[str, Examples], probs: dict[str, np.ndarray], variant: str) -> dict[str, Any]:
+    """One report per task and language ("sentiment_zh"), over the rows of that task's sets in that language.
+
+    Evaluation-only sets (`evaluation_only`) are left out.
+    """
+    pooled: dict[tuple[str, str], tuple[list[np.ndarray], list[int], list[str]]] = {}
+    for name, p in probs.items():
+        ex = sets[name]
+        if evaluation_only(name, ex):
+            continue
+        ps, ys, names = pooled.setdefault((ex.task, set_language(ex)), ([], [], []))
+        ps.append(p)
+        ys += list(ex.labels)
+        names.append(name)
+    out: dict[str, Any] = {}
+    for (task, lang), (ps, ys, names) in sorted(pooled.items()):
+        rep = classification_report(np.concatenate(ps), ys, TASK_LABELS[task])
+        rep.update(task=task, lang=lang, sets=names, variant=variant)
+        out[f"{task}_{lang}"] = rep
+    return out
 
 
 def evaluate_bundle(bundle: Path, sets: dict[str, Examples], variant: str = "auto") -> dict[str, Any]:
@@ -69,26 +113,57 @@ def plot_confusion(rep: dict[str, Any], path: Path, title: str) -> Path:
 
 
 def write_report(results: dict[str, Any], out_dir: Path, extra: dict[str, Any] | None = None,
-                 title: str = "Evaluation report") -> None:  # fmt: skip
-    """eval.json (everything), eval.md (tables for people) and one confusion PNG per set."""
+                 title: str = "Evaluation report", by_language: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """eval.json (everything), eval.md (tables for people) and one confusion PNG per set and per language."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval.json").write_text(json.dumps({"datasets": results, **(extra or {})}, indent=2))
+    extra = extra or {}
+    body: dict[str, Any] = {"datasets": results, **({"languages": by_language} if by_language else {}), **extra}
+    (out_dir / "eval.json").write_text(json.dumps(body, indent=2, ensure_ascii=False))
     lines = [
         f"# {title}",
         "",
-        "| dataset | task | n | accuracy | macro-F1 | ECE |",
-        "|---|---|---|---|---|---|",
+        "| dataset | task | lang | n | accuracy | macro-F1 | ECE |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['task']} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['ece']:.4f} |"
+            f"| {name} | {r['task']} | {r.get('lang', DEFAULT_LANG)} | {r['n']} | {r['accuracy']:.4f} "
+            f"| {r['macro_f1']:.4f} | {r['ece']:.4f} |"
         )
+    if by_language:
+        agree = extra.get("int8_vs_fp32_by_language", {})
+        parity = extra.get("parity", {}).get("by_language", {}).get("torch_vs_int8", {})
+        lines += [
+            "",
+            "## Per language",
+            "",
+            "Sets of one task and language pooled (evaluation-only sets such as PhraseBank excluded); INT8/fp32: "
+            "argmax agreement of the served INT8 model with fp32 ONNX on these rows; torch/INT8: the parity "
+            "gate's agreement on that language's parity texts (both heads run on every text).",
+            "",
+            "| task | lang | sets | n | accuracy | macro-F1 | ECE | INT8/fp32 | torch/INT8 |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for key, r in by_language.items():
+            a = agree.get(key, {}).get("argmax_agreement")
+            p = parity.get(r["lang"], {}).get(r["task"], {}).get("argmax_agreement")
+            lines.append(
+                f"| {r['task']} | {r['lang']} | {', '.join(r['sets'])} | {r['n']} | {r['accuracy']:.4f} "
+                f"| {r['macro_f1']:.4f} | {r['ece']:.4f} | {_pct(a)} | {_pct(p)} |"
+            )
     for name, r in results.items():
         lines += ["", f"## {name}", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for lab, pc in r["per_class"].items():
             lines.append(f"| {lab} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
         png = plot_confusion(r, out_dir / f"confusion_{name}.png", name)
         lines += ["", f"![confusion matrix {name}]({png.name})"]
+    for key, r in (by_language or {}).items():
+        png = plot_confusion(r, out_dir / f"confusion_lang_{key}.png", f"{r['task']} ({r['lang']}, pooled)")
+        lines += ["", f"## {key} (pooled)", "", f"![confusion matrix {key}]({png.name})"]
     if extra:
-        lines += ["", "## Export and parity", "", "```json", json.dumps(extra, indent=2), "```"]
+        lines += ["", "## Export and parity", "", "```json", json.dumps(extra, indent=2, ensure_ascii=False), "```"]
     (out_dir / "eval.md").write_text("\n".join(lines) + "\n")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"

@@ -4,6 +4,12 @@ Each epoch mixes batches of every task (each batch from one task, its loss
 on its own head), so one encoder learns topic and sentiment together.
 Class imbalance: class-weighted cross-entropy (inverse square-root
 frequency). Seeded; early stopping on mean validation macro-F1.
+
+Resumable: every validation also writes `checkpoint.pt` in the run
+directory (model, optimiser, scheduler, step, the batch plan's position and
+every RNG state), so a run killed after hours continues from its last
+validation and ends with the same weights as one that was never stopped
+(tests/test_training_pipeline.py checks this on a tiny model).
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.data import TASK_LABELS, Examples
+from training.data import TASK_LABELS, DataError, Examples
 from training.metrics import classification_report
 from training.model import build_model, encode
 
@@ -59,6 +67,44 @@ class TrainResult:
     steps: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+CHECKPOINT = "checkpoint.pt"
+# Config fields a resumed run may change: thread count changes speed, not the recipe (float sums may
+# then differ in the last bits, so bitwise equality is only promised for the same thread count).
+RESUMABLE_CHANGES = frozenset({"threads"})
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / CHECKPOINT).is_file()
+
+
+def _load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    # weights_only=False: the checkpoint holds RNG states (tuples, numpy arrays) next to tensors. It is
+    # written by this module into the run directory, never taken from elsewhere.
+    return torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+
+
+def _save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Atomic: a kill while writing leaves the previous checkpoint, never half a file."""
+    tmp = run_dir / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT)
+
+
+def _run_identity(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[str, Examples]) -> dict[str, Any]:
+    """What must be equal for a checkpoint to continue this run: the config and every row of data."""
+    conf = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    conf["tasks"] = list(cfg.tasks)
+    return {"config": conf, "train": {t: e.fingerprint() for t, e in train_sets.items()},
+            "valid": {n: e.fingerprint() for n, e in valid_sets.items()}}  # fmt: skip
+
+
+def _identity_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    diff = [k for k in sorted(set(saved["config"]) | set(now["config"]))
+            if saved["config"].get(k) != now["config"].get(k)]  # fmt: skip
+    diff += [f"{part} data" for part in ("train", "valid") if saved[part] != now[part]]
+    return diff
 
 
 def set_seed(seed: int) -> None:
@@ -140,9 +186,38 @@ def evaluate_model(model: nn.Module, tokenizer: object, valid: dict[str, Example
 
 
 def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[str, Examples], out: Path,
-          progress: bool = True) -> TrainResult:  # fmt: skip
+          progress: bool = True, resume: bool | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:  # fmt: skip
+    """Train, or continue from `out/checkpoint.pt`.
+
+    resume: None continues when the run dir has a checkpoint of this very run (same config and data;
+    another run's checkpoint is an error, never silently overwritten); True requires one; False starts
+    over. A finished run's checkpoint makes this return its result without training again, so `build`
+    can be re-run after a failed export. on_step(step) runs after every optimiser step; an exception
+    from it stops the run like Ctrl-C would (tests use it to interrupt at a chosen step).
+    """
     from tqdm import tqdm
 
+    out = Path(out)
+    identity = _run_identity(cfg, train_sets, valid_sets)
+    saved: dict[str, Any] | None = None
+    if resume is None:
+        resume = has_checkpoint(out)
+    if resume:
+        if not has_checkpoint(out):
+            raise DataError(f"--resume: {out} has no {CHECKPOINT} to continue from")
+        saved = _load_checkpoint(out)
+        diff = _identity_diff(saved["identity"], identity)
+        if diff:
+            raise DataError(f"{out / CHECKPOINT} is from a different run ({', '.join(diff)} differ): "
+                            "use another run directory, or --restart to train this one from scratch")  # fmt: skip
+        if saved.get("done") and (out / "train.json").is_file():
+            meta = json.loads((out / "train.json").read_text())
+            log.warning("%s: training already finished at step %d; nothing to resume", out, meta["steps"])
+            return TrainResult(out / "best.pt", float(meta["best_mean_macro_f1"]), int(meta["steps"]),
+                               0.0, meta.get("history", []))  # fmt: skip
+    elif has_checkpoint(out):
+        (out / CHECKPOINT).unlink()
     torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -167,12 +242,30 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
     history: list[dict[str, Any]] = []
     ckpt = out / "best.pt"
     started = time.monotonic()
-    bar = tqdm(total=total, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     ema: dict[str, float] = {}
     best_report: dict[str, Any] | None = None
-    stop = False
+    skip = 0  # batches of the current epoch's plan already trained (resume)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        step, best, bad_evals = int(saved["step"]), float(saved["best"]), int(saved["bad_evals"])
+        history, ema, best_report = saved["history"], saved["ema"], saved["best_report"]
+        started -= float(saved["seconds"])
+        rng.setstate(saved["rng"]["plan"])  # the state the current epoch's plan was drawn from
+        skip = int(saved["epoch_pos"])
+        random.setstate(saved["rng"]["python"])
+        np.random.set_state(saved["rng"]["numpy"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        log.warning("resuming %s at step %d of %d", out, step, total)
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    # A finished checkpoint without train.json: killed between the last validation and the write below.
+    stop = step >= total or bool(saved and saved.get("done"))
     while not stop:
-        for task, idx in plan_batches(train_sets, cfg.batch_size, rng, cfg.balanced_tasks):
+        plan_state = rng.getstate()
+        for pos, (task, idx) in enumerate(plan_batches(train_sets, cfg.batch_size, rng, cfg.balanced_tasks)):
+            if pos < skip:
+                continue
             model.train()
             ex = train_sets[task]
             enc = encode(tokenizer, [ex.texts[i] for i in idx], cfg.max_length)
@@ -188,6 +281,8 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
             ema[task] = 0.9 * ema.get(task, loss.item()) + 0.1 * loss.item()
             bar.set_postfix({f"loss_{t[:4]}": f"{v:.3f}" for t, v in ema.items()})
             bar.update(1)
+            if on_step is not None:
+                on_step(step)
             if step % eval_every == 0 or step >= total:
                 scores, by_lang = _evaluate(model, tokenizer, valid_sets, cfg)
                 mean_f1 = float(np.mean([s["macro_f1"] for s in scores.values()]))
@@ -207,10 +302,21 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
                     if bad_evals >= cfg.patience:
                         bar.write(f"early stop: no gain in {cfg.patience} evaluations")
                         stop = True
-                        break
+                _save_checkpoint(out, {
+                    "identity": identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "step": step, "best": best, "bad_evals": bad_evals,
+                    "history": history, "ema": ema, "best_report": best_report,
+                    "seconds": time.monotonic() - started, "epoch_pos": pos + 1,
+                    "rng": {"plan": plan_state, "python": random.getstate(), "numpy": np.random.get_state(),
+                            "torch": torch.get_rng_state()},
+                    "done": stop or step >= total,
+                })  # fmt: skip
+                if stop:
+                    break
             if step >= total:
                 stop = True
                 break
+        skip = 0
     bar.close()
     tokenizer.save_pretrained(str(out / "tokenizer"))  # type: ignore[attr-defined]
     meta = {"config": {**asdict(cfg), "tasks": list(cfg.tasks)}, "history": history, "best_mean_macro_f1": best,
@@ -224,6 +330,11 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
             )
     if best_report is not None:
         meta["best_eval"] = best_report
+    # Every validation set with its task, source and languages: export draws its calibration and
+    # parity texts, and reports, from the same sets (training.bundle_export).
+    meta["valid_sets"] = {n: {"task": e.task, "source": e.source, "rows": len(e.texts),
+                              "langs": dict(Counter(e.langs)) if e.langs else {}}
+                          for n, e in valid_sets.items()}  # fmt: skip
     (out / "train.json").write_text(json.dumps(meta, indent=2))
     return TrainResult(ckpt, best, step, time.monotonic() - started, history)
 
