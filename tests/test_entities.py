@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from monitor.entities import Company, Watchlist, default_watchlist, extract_entities
+from monitor.entities import TICKER_RE, Company, Watchlist, default_watchlist, extract_entities
 
 WL = default_watchlist()
 
@@ -145,3 +147,161 @@ def test_bad_watchlist_files_give_one_line_errors(tmp_path: Path, name: str, con
     with pytest.raises(ValueError, match=message) as err:
         Watchlist.from_file(p)
     assert "\n" not in str(err.value) and str(p) in str(err.value)
+
+
+# Chinese-language text: A-share and Hong Kong codes, Chinese names, mixed scripts.
+
+
+@pytest.mark.parametrize(
+    ("spellings", "key"),
+    [
+        (["600519", "600519.SH", "SH600519", "sh600519", "600519.SS", "600519.sh", "SH.600519"], "600519.SH"),
+        (["000001.SZ", "SZ000001", "sz000001", "000001"], "000001.SZ"),
+        (["300750", "300750.SZ", "SZ300750"], "300750.SZ"),
+        (["688981", "688981.SH", "SH688981", "0981.HK", "00981.HK", "981.HK", "HK00981"], "688981.SH"),  # STAR + H
+        (["00700.HK", "0700.HK", "700.HK", "HK00700", "hk00700", "HK.00700", "00700", "0700.hk"], "0700.HK"),
+        (["1211.HK", "01211.HK", "HK01211", "002594.SZ", "002594"], "002594.SZ"),  # dual listing: one key
+        (["9988.HK", "09988.HK", "HK09988"], "BABA"),  # an existing key keeps its name
+        (["0005.HK", "5.HK", "HK00005"], "HSBC"),
+    ],
+)
+def test_every_code_spelling_is_one_key(spellings: list[str], key: str) -> None:
+    assert WL.contains(key)
+    for s in spellings:
+        assert extract_entities(f"关注 {s} 走势", [], WL) == [key], s
+        assert extract_entities("", [s], WL) == [key], s  # given tickers too
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        # Codes in brackets and after code words, in running Chinese text.
+        ("腾讯(00700)跌5%", ["0700.HK"]),
+        ("阿里巴巴-SW（09988）盘中拉升", ["BABA"]),
+        ("港股00700今日收涨", ["0700.HK"]),
+        ("港股通9988净流入", ["BABA"]),  # four digits after a code word: a listed code
+        ("股票代码：600519", ["600519.SH"]),
+        ("证券代码 300750", ["300750.SZ"]),
+        ("贵州茅台(600519)", ["600519.SH"]),
+        ("600519涨停，600519股价创新高", ["600519.SH"]),
+        ("浦发银行(600000)与600000.SH", ["600000.SH"]),  # unlisted codes pass through canonical
+        ("北交所(830799)", ["830799.BJ"]),
+        ("港股代码：01299", ["1299.HK"]),
+        ("https://quote.example.com/sh601318.html", ["601318.SH"]),
+        # Chinese names anywhere in Chinese text: no word boundaries.
+        ("贵州茅台股价大跌", ["600519.SH"]),
+        ("茅台", ["600519.SH"]),
+        ("今天宁德时代和比亚迪都涨了", ["300750.SZ", "002594.SZ"]),
+        ("XD贵州茅台除息", ["600519.SH"]),
+        ("比亚迪H股走强", ["002594.SZ"]),
+        ("腾讯控股发布财报，腾讯股价", ["0700.HK"]),
+        ("中国平安与平安银行", ["601318.SH", "000001.SZ"]),
+        ("京东方A涨停，京东跌", ["000725.SZ", "9618.HK"]),  # the longest name wins
+        ("中国石油化工股份", ["600028.SH"]),  # Sinopec's full name is not PetroChina's short one
+        ("中国移动和中国电信", ["600941.SH", "601728.SH"]),
+        ("汇丰控股、友邦保险、港交所", ["HSBC", "1299.HK", "0388.HK"]),
+        ("小米集团与小米汽车", ["1810.HK"]),
+        # Phrases that hold a name but mean something else.
+        ("平安夜快乐", []),
+        ("中国银行业协会发布报告", []),
+        ("中国银行保险监督管理委员会", []),
+        ("早上喝小米粥", []),
+        ("伊利诺伊州", []),
+        ("加工行业", []),  # "工行" is not a trusted short name
+        # Mixed-language text.
+        ("Tesla股价", ["TSLA"]),
+        ("$TSLA 与 比亚迪", ["TSLA", "002594.SZ"]),
+        ("今天NVDA腾讯都涨了", ["NVDA", "0700.HK"]),
+        ("Tencent and Alibaba vs CATL and BYD", ["0700.HK", "BABA", "300750.SZ", "002594.SZ"]),
+        (
+            "Kweichow Moutai, Meituan, Xiaomi, JD.com, NetEase, Baidu",
+            ["600519.SH", "3690.HK", "1810.HK", "9618.HK", "9999.HK", "9888.HK"],
+        ),  # fmt: skip
+        ("Ping An Bank and Ping An", ["000001.SZ", "601318.SH"]),
+        ("ping an endpoint; china mobile apps", []),  # common words: as written only
+        ("$BIDU and $NIO", ["9888.HK", "9866.HK"]),  # US listings' tickers map to the company key
+    ],
+)
+def test_chinese_text(text: str, want: list[str]) -> None:
+    assert extract_entities(text, [], WL) == want
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "价格600519元",  # an amount that happens to be a listed code
+        "成交300750手，成交额600519万",
+        "股价1650.00元，市值2.1万亿",
+        "600519.5 and 1,600,519 and 600519%",
+        "2024年营收增长，(2024) (2020) (2015)",  # years, including ones that are listed HK codes
+        "电话13800138000，座机(0755)8888 1234，(0755) 区号",
+        "订单号20240601123，邮编100000，编号123456，(123456) (202406)",
+        "约¥600519，$600519，-600519",
+        "股价9988点，港股2020年",
+        "ORDER 300750X and X300750",
+    ],
+)
+def test_numbers_that_are_not_codes(text: str) -> None:
+    assert extract_entities(text, [], WL) == []
+
+
+def test_new_keys_are_bounded_by_the_watchlist() -> None:
+    """Every key a watchlist name or code yields is a watchlist ticker; code aliases never become labels."""
+    found: set[str] = set()
+    for c in WL.companies:
+        for alias in (c.name, *c.aliases, *c.exact):
+            got = extract_entities(f"消息：{alias}。", [], WL)
+            assert got == [c.ticker], (alias, got)
+            found.update(got)
+    assert all(WL.contains(k) for k in found)
+    for alias_code in ("1211.HK", "9988.HK", "0941.HK", "0005.HK", "00700", "600519", "600519.SS"):
+        assert not WL.contains(alias_code)
+    assert sum(1 for c in WL.companies if c.ticker.endswith((".SH", ".SZ", ".HK"))) >= 60
+    assert not WL.contains("600000.SH")  # a code named in text but not listed gets no label of its own
+
+
+def test_given_numeric_tickers() -> None:
+    # A bare number is a code only when it is a listed code: Tokyo's 7203 and KRX's 005930 pass through.
+    assert [WL.canonical(t) for t in ("600519", "00700", "0700", "9988", "7203", "005930", "600000")] == [
+        "600519.SH", "0700.HK", "0700.HK", "BABA", "7203", "005930", "600000"]  # fmt: skip
+
+
+def test_code_and_cjk_rules_in_a_custom_watchlist(tmp_path: Path) -> None:
+    wl = Watchlist.from_mapping({"companies": [
+        {"ticker": "sh600036", "name": "招商银行", "aliases": ["03968.hk"], "exact": ["招行"], "ignore": ["招行长"]},
+        {"ticker": "00700.HK", "name": "腾讯控股"},
+    ]})  # fmt: skip
+    assert [c.ticker for c in wl.companies] == ["600036.SH", "0700.HK"]  # codes are canonical when loaded
+    assert extract_entities("招行 3968.HK 招行长 腾讯控股 HK00700", [], wl) == ["600036.SH", "0700.HK"]
+    assert extract_entities("招行长说", [], wl) == []
+    with pytest.raises(ValueError, match="exact"):
+        Watchlist.from_mapping({"companies": [{"ticker": "601398.SH", "name": "工商银行", "aliases": ["工行"]}]})
+    with pytest.raises(ValueError, match="names both"):
+        Watchlist.from_mapping({"companies": [{"ticker": "0700.HK"}, {"ticker": "BABA", "aliases": ["700.HK"]}]})
+    with pytest.raises(ValueError, match="names both"):
+        Watchlist.from_mapping({"companies": [{"ticker": "1810.HK", "name": "小米集团", "ignore": ["小米集团"]}]})
+    wl = Watchlist.from_mapping({"companies": [{"ticker": "601398.SH", "name": "工商银行", "exact": ["工行"]}]})
+    assert extract_entities("工行", [], wl) == ["601398.SH"]  # trusted when listed in exact
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"60[0-5][0-9]{3}|68[89][0-9]{3}|00[0-3][0-9]{3}|30[01][0-9]{3}", fullmatch=True),
+       st.sampled_from(["{n}.SH", "{n}.SZ", "{n}.SS", "SH{n}", "sz{n}", "({n})", "代码{n}", "（{n}）"]))  # fmt: skip
+def test_any_a_share_code_has_one_canonical_key(num: str, form: str) -> None:
+    exchange = "SH" if num[0] == "6" else "SZ"
+    text = form.format(n=num)
+    if "." in form or form[:2].lower() in ("sh", "sz"):
+        mark = form.replace("{n}", "").strip(".").upper()
+        exchange = "SH" if mark in ("SH", "SS") else "SZ"
+    got = extract_entities(f"看好{text}走势", [], WL)
+    want = f"{num}.{exchange}"
+    assert got == [WL.canonical(want)]
+    assert all(TICKER_RE.fullmatch(k) and k.isascii() for k in got)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 999_999_999), st.sampled_from(["{n}元", "{n}手", "{n}万", "{n}.5", "¥{n}", "{n}%", "{n}年", "1{n}"])
+)
+def test_amounts_are_never_codes(n: int, form: str) -> None:
+    assert extract_entities("成交" + form.format(n=n) + "。", [], WL) == []

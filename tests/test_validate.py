@@ -166,6 +166,16 @@ def test_unknown_fields_pass_through_and_tickers_normalised() -> None:
     assert res.extra == {"x": {"y": [1, None]}}
 
 
+def test_stock_code_tickers_fit_the_grammar() -> None:
+    # Every spelling of an A-share or Hong Kong code is a valid symbol here (upper-cased only); the
+    # entity extractor maps them to one canonical key ("600519.SH", "0700.HK"), which fits too.
+    codes = ["600519.SH", "sh600519", "600519.ss", "000001.SZ", "SZ000001", "688981", "00700.HK", "0700.HK",
+             "700.hk", "HK00700", "HK.00700", "00700", "830799.BJ"]  # fmt: skip
+    res = v(ok(tickers=[*codes, "贵州茅台", "６００５１９", "600519.SH "]))
+    assert isinstance(res, Item)
+    assert res.tickers == tuple(c.upper() for c in codes)  # names and full-width digits are not symbols
+
+
 def test_to_dict_keeps_known_fields_and_published_at_as_sent() -> None:
     res = v({"id": 7, "text": "t", "title": "T", "source": "s", "url": "u", "lang": "en", "author": "au",
              "published_at": "2026-11-22T10:00:00Z"})  # fmt: skip
