@@ -119,10 +119,7 @@ def test_windows_exact_and_one_alert_per_surge(kafka: EmbeddedBroker, tmp_path: 
     topics = TopicNames()
     make_topics(kafka.bootstrap, topics)
     env = window_env(
-        # Lateness well above a stall of a freshly restarted worker on a loaded machine: a pause longer
-        # than idle + lateness between two items of one window makes the second late (counted in
-        # late_count, not in its window), and this test is about exact windows across a kill.
-        1.0, lateness_s=15.0, idle_s=1.0,
+        1.0, lateness_s=5.0, idle_s=1.0,
         k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
     )  # fmt: skip
     worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, env=env).start()
@@ -212,10 +209,7 @@ def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: EmbeddedBroker, tmp
     topics = TopicNames()
     make_topics(kafka.bootstrap, topics)
     env = window_env(
-        # Lateness well above a stall of a freshly restarted worker on a loaded machine: a pause longer
-        # than idle + lateness between two items of one window makes the second late (counted in
-        # late_count, not in its window), and this test is about exact windows across a kill.
-        1.0, lateness_s=15.0, idle_s=1.0,
+        1.0, lateness_s=5.0, idle_s=1.0,
         k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
     )  # fmt: skip
     app_id = f"kill-surge-{topics.suffix}"

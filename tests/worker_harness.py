@@ -164,21 +164,36 @@ def produce(
     pace_every: int = 0,
     pace_s: float = 0.0,
 ) -> int:
-    """Produce JSON dicts (keyed by id) or raw bytes; optionally one partition and paced."""
-    producer = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=5, max_request_size=16 * 1024 * 1024)
+    """Produce JSON dicts (keyed by id) or raw bytes; optionally one partition and paced.
+
+    Every send is confirmed: a record the broker did not take fails here, by name, instead of
+    showing up later as a window one item short. No idempotent producer: the embedded broker
+    has no producer ids (kafka-python 3 turns idempotence on by default).
+    """
+    producer = KafkaProducer(
+        bootstrap_servers=[bootstrap], linger_ms=5, max_request_size=16 * 1024 * 1024, enable_idempotence=False, acks=1
+    )
     n = 0
-    for v in values:
-        if isinstance(v, dict):
-            key = str(v.get("id", "")).encode() if key_of_id and v.get("id") is not None else None
-            producer.send(topic, key=key, value=json.dumps(v).encode(), partition=partition)
-        else:
-            producer.send(topic, value=v, partition=partition)
-        n += 1
-        if pace_every and n % pace_every == 0:
-            producer.flush()
-            time.sleep(pace_s)
-    producer.flush()
-    producer.close()
+    futures: list[Any] = []
+    try:
+        for v in values:
+            if isinstance(v, dict):
+                key = str(v.get("id", "")).encode() if key_of_id and v.get("id") is not None else None
+                futures.append(producer.send(topic, key=key, value=json.dumps(v).encode(), partition=partition))
+            else:
+                futures.append(producer.send(topic, value=v, partition=partition))
+            n += 1
+            if pace_every and n % pace_every == 0:
+                producer.flush()
+                time.sleep(pace_s)
+        producer.flush()
+        for i, fut in enumerate(futures):
+            try:
+                fut.get(timeout=30)
+            except Exception as exc:
+                raise AssertionError(f"record {i} of {len(futures)} to {topic} was not produced: {exc!r}") from exc
+    finally:
+        producer.close()
     return n
 
 
