@@ -192,3 +192,25 @@ def load_bundle(path: str | os.PathLike[str], variant: str = "auto", verify: boo
         manifest=manifest,
         languages=tuple(manifest.get("languages", DEFAULT_LANGUAGES)),
     )
+
+
+PAD_TOKENS = ("[PAD]", "<pad>")  # BERT / WordPiece, and XLM-R / sentencepiece (e5: "<pad>" is id 1, "<s>" id 0)
+
+
+def tokenizer_pad_id(tokenizer: Any) -> int:
+    """The pad id a `tokenizers.Tokenizer` declares, read before padding is switched off.
+
+    Part of the bundle format, so the worker's scorer and the training runner pad alike.
+    tokenizer.json's padding section (written by `finsent-train export`) wins, then the vocabulary's
+    pad token. Looking up "[PAD]" only and falling back to 0 padded e5 batches with "<s>" (id 0)
+    instead of "<pad>" (id 1); attention masks hide those positions, but the padded ids must be the
+    ones the model was trained and exported with.
+    """
+    padding = tokenizer.padding
+    if padding and padding.get("pad_id") is not None:
+        return int(padding["pad_id"])
+    for token in PAD_TOKENS:
+        found = tokenizer.token_to_id(token)
+        if found is not None:
+            return int(found)
+    return 0

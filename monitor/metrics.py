@@ -8,6 +8,7 @@ get a series of their own, everything else is folded into "other".
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -135,10 +136,9 @@ class Metrics:
 
     def clear_incident(self, dimension: str, key_label: str, incident: str) -> None:
         """Drop the series of a resolved surge (a 0 would leave one series per past incident)."""
-        try:
+        # KeyError: no such series (a restart forgot it, or the label was never set): nothing to drop.
+        with contextlib.suppress(KeyError):
             self.surge_incident.remove(dimension, key_label, incident)
-        except KeyError:
-            pass
 
     def set_model(self, name: str, version: str, sha256: str) -> None:
         labels = (name, version, sha256)

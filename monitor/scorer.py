@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.bundle import Bundle, BundleError, load_bundle
+from monitor.bundle import Bundle, BundleError, load_bundle, tokenizer_pad_id
 from monitor.normalize import normalize_text
 
 log = logging.getLogger(__name__)
@@ -79,27 +79,6 @@ class TaskScore:
     label: str
     confidence: float
     probs: dict[str, float]
-
-
-PAD_TOKENS = ("[PAD]", "<pad>")  # BERT / WordPiece, and XLM-R / sentencepiece (e5: "<pad>" is id 1, "<s>" id 0)
-
-
-def tokenizer_pad_id(tokenizer: Any) -> int:
-    """The pad id a `tokenizers.Tokenizer` declares, read before padding is switched off.
-
-    tokenizer.json's padding section (written by `finsent-train export`) wins, then the vocabulary's
-    pad token. Looking up "[PAD]" only and falling back to 0 padded e5 batches with "<s>" (id 0)
-    instead of "<pad>" (id 1); attention masks hide those positions, but the padded ids must be the
-    ones the model was trained and exported with.
-    """
-    padding = tokenizer.padding
-    if padding and padding.get("pad_id") is not None:
-        return int(padding["pad_id"])
-    for token in PAD_TOKENS:
-        found = tokenizer.token_to_id(token)
-        if found is not None:
-            return int(found)
-    return 0
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Validation of raw input messages: bytes in, an `Item` or an `Invalid` out.
 
-The worker must never die on data (issue 6), so `validate` never raises on
+The worker must never die on data, so `validate` never raises on
 any input: every failure is an `Invalid` whose `reason` is one of the fixed
 `REASONS` (a Prometheus label value and the dead-letter `error` code, so the
 set must stay small and stable) and whose `detail` is one human line.

@@ -1,4 +1,4 @@
-"""Every kind of bad input gets its reason; odd but good input becomes an Item (issue 6's table)."""
+"""Every kind of bad input gets its reason; odd but good input becomes an Item."""
 
 from __future__ import annotations
 

@@ -159,7 +159,7 @@ def int8_vs_fp32_by_language(
 def _save_tokenizer(tokenizer: Any, out: Path) -> None:
     """tokenizer.json with its padding section set to the model's pad token.
 
-    The worker reads the pad id from there (monitor.scorer.tokenizer_pad_id): e5's pad is "<pad>" (id
+    The worker reads the pad id from there (monitor.bundle.tokenizer_pad_id): e5's pad is "<pad>" (id
     1), and whether transformers writes the section depends on how the tokenizer was last called.
     """
     from tokenizers import Tokenizer

@@ -11,33 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from monitor.bundle import Bundle
+from monitor.bundle import Bundle, tokenizer_pad_id
 
 PAD_MULTIPLE = 8  # as the worker pads: bounded set of shapes
-PAD_TOKENS = ("[PAD]", "<pad>")  # BERT / WordPiece, and XLM-R / sentencepiece (e5: "<pad>" is id 1, "<s>" id 0)
-
-
-def tokenizer_pad_id(tokenizer: Any) -> int:
-    """The pad id a `tokenizers.Tokenizer` declares, read before padding is switched off.
-
-    The padding section of tokenizer.json is what the tokenizer itself pads with (bundle export writes
-    it), so it wins; otherwise the vocabulary's pad token. Guessing "[PAD]" and falling back to 0 fed
-    e5's "<s>" (id 0) into padded positions: masked out, so scores barely move, but the graph then sees
-    ids the model never saw in those positions, and the runner is meant to be exactly the worker.
-    Same rule as monitor.scorer (the training side does not import the worker's code).
-    """
-    padding = tokenizer.padding
-    if padding and padding.get("pad_id") is not None:
-        return int(padding["pad_id"])
-    for token in PAD_TOKENS:
-        found = tokenizer.token_to_id(token)
-        if found is not None:
-            return int(found)
-    return 0
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
