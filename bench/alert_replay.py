@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.alert_scenarios import Item
-from monitor import surge as surge_mod
-from monitor import windows as win
+from monitor.core import surge as surge_mod
+from monitor.core import windows as win
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Windowed:
 
 
 def trend_keys(item: Item) -> list[str]:
-    """The keys an item counts towards, as monitor.records.trend_keys gives them."""
+    """The keys an item counts towards, as monitor.core.records.trend_keys gives them."""
     keys = ["all:all"]
     if item.topic:
         keys.append(f"topic:{item.topic}")

@@ -10,7 +10,7 @@ which a synthetic Bernoulli stream would not have.
   Twitter topic set holds different tweets), so a topic is assigned the way
   the worker would, by a classifier: a small multinomial naive Bayes trained
   on the Twitter Financial News *topic* training split (gold topics).
-  Entities come from the text through monitor.entities, as in the worker.
+  Entities come from the text through monitor.core.entities, as in the worker.
 * Splits: the tuning set draws from the `train` files, the held-out set
   from the `valid` files (disjoint items), each with its own seed.
 * Arrivals: a Poisson process of `rate` items/s over simulated days of
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from monitor.entities import default_watchlist, extract_entities
+from monitor.core.entities import default_watchlist, extract_entities
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("FINSENT_DATASETS", REPO.parent / "shared" / "datasets"))

@@ -1,11 +1,11 @@
 """Surge-detector benchmark: how well does the in-stream rule find real negative surges?
 
-    .venv/bin/python -m bench.alerts                # defaults of monitor/surge.py, tuning + held-out sets
+    .venv/bin/python -m bench.alerts                # defaults of monitor/core/surge.py, tuning + held-out sets
     .venv/bin/python -m bench.alerts --tune         # search the rule's parameters on the tuning set,
                                                     # then report the winner on the held-out set
     .venv/bin/python -m bench.alerts --quick        # seconds (what tests/test_bench_alerts.py runs)
 
-Pure Python over monitor.windows and monitor.surge (the worker's code path,
+Pure Python over monitor.core.windows and monitor.core.surge (the worker's code path,
 see bench/alert_replay.py); no broker, no model: items carry their gold
 sentiment labels (bench/alert_scenarios.py). Two scenario sets:
 
@@ -34,8 +34,8 @@ from typing import Any
 from bench.alert_replay import Windowed, detect, window_stream
 from bench.alert_scenarios import REPO, Grid, Pool, load_pool, plan_surges, stream
 from bench.alert_scoring import SurgeOutcome, score_quiet, score_surges, summarize
-from monitor.surge import SurgeConfig
-from monitor.windows import WindowConfig
+from monitor.core.surge import SurgeConfig
+from monitor.core.windows import WindowConfig
 
 # The fixed reference population the tuner maximises recall on: surges that at least double
 # the key's negative share over >= 2 windows of >= REF_VOLUME items. Fixed, so that raising
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "chosen_is_shipped_default": cfg == SurgeConfig(), "trace": trace,
                             "search": {k: list(v) for k, v in SEARCH.items()}}  # fmt: skip
         progress(f"chosen: {_cfg_dict(cfg)}")
-        progress("the shipped defaults (monitor/surge.py SurgeConfig) ARE the choice" if cfg == SurgeConfig()
+        progress("the shipped defaults (monitor/core/surge.py SurgeConfig) ARE the choice" if cfg == SurgeConfig()
                  else "the shipped defaults differ from this choice: update SurgeConfig")  # fmt: skip
     results = {"tuning set": evaluate(tuning, cfg, wcfg), "held-out set": evaluate(held, cfg, wcfg)}
     print(table(results))

@@ -39,7 +39,7 @@ def main() -> None:
     a = ap.parse_args()
     import onnxruntime as ort
 
-    from monitor.scorer import choose_providers, session_options
+    from monitor.model.session import choose_providers, session_options
 
     opts = session_options(denormals_as_zero=a.flush == "1")
     sess = ort.InferenceSession(str(a.model), opts, providers=choose_providers("auto"))

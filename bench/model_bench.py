@@ -92,7 +92,7 @@ def run_model_bench(texts: list[str], batch_sizes: list[int], repeat: int, run_d
     import onnxruntime as ort
     import torch
 
-    from monitor.scorer import choose_providers, session_options
+    from monitor.model.session import choose_providers, session_options
     from training.export import calibration_feeds, export_onnx, quantize_int8
     from training.model import build_model, encode
     from training.train import load_trained
@@ -191,8 +191,8 @@ def run_serving_bench(texts: list[str], bundle: Path, batch_sizes: list[int], bu
     """
     import random
 
-    from monitor.bundle import load_bundle
-    from monitor.scorer import Scorer
+    from monitor.model.bundle import load_bundle
+    from monitor.model.scorer import Scorer
 
     mixed = list(texts)
     random.Random(0).shuffle(mixed)

@@ -30,8 +30,8 @@ from typing import Any
 
 from bench.pipeline_bench import ScoredReader, broker_cpu, proc_stats, produce, quantiles
 from bench.run import REPO, load_texts, table
-from monitor.broker import EmbeddedBroker, rust_log_filter
-from tests.worker_harness import TopicNames, WorkerProcess, make_topics
+from monitor.stream.broker import EmbeddedBroker, rust_log_filter
+from monitor.testing import TopicNames, WorkerProcess, make_topics
 
 HISTOGRAMS = ("finsent_batch_size", "finsent_scoring_seconds")
 

@@ -13,8 +13,8 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.profile import Profiler
-from monitor.broker import EmbeddedBroker
-from tests.worker_harness import TopicNames, WorkerProcess, make_topics
+from monitor.stream.broker import EmbeddedBroker
+from monitor.testing import TopicNames, WorkerProcess, make_topics
 
 
 def proc_stats(pid: int) -> dict[str, float]:

@@ -24,7 +24,7 @@ TEXTS = REPO / "monitor" / "data" / "demo" / "headlines.csv"
 
 
 def load_texts(n: int) -> list[str]:
-    from monitor.normalize import normalize_text
+    from monitor.model.normalize import normalize_text
 
     with open(TEXTS, encoding="utf-8", newline="") as fh:
         return [normalize_text(r["text"]) for r in csv.DictReader(fh)][:n]
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                          "`python -m bench.paced --broker-log info,warn` compares levels side by side")  # fmt: skip
     args = ap.parse_args(argv)
     if args.broker_log:
-        from monitor.broker import rust_log_filter
+        from monitor.stream.broker import rust_log_filter
 
         try:
             rust_log_filter(args.broker_log)  # now, not after ten minutes of model benchmarks

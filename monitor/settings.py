@@ -18,9 +18,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from monitor.surge import SurgeConfig
+from monitor.core.surge import SurgeConfig
+from monitor.core.windows import WindowConfig
+from monitor.model.session import BUCKET_SIZE
 
 _SURGE = SurgeConfig()  # the surge rule's defaults, defined once there
+_WINDOWS = WindowConfig()  # likewise the windows'
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "finsent-minilm-l6"
@@ -37,7 +40,7 @@ class KafkaSettings(BaseModel):
     model_config = STRICT
 
     bootstrap: str = "127.0.0.1:9092"
-    # "embedded" turns on the workarounds the tansu broker needs (monitor/broker.py);
+    # "embedded" turns on the workarounds the tansu broker needs (monitor/stream/broker.py);
     # against a real Kafka cluster keep "kafka".
     profile: Literal["kafka", "embedded"] = "kafka"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -105,10 +108,6 @@ class KafkaSettings(BaseModel):
             cfg["ssl_context"] = ctx
         return cfg
 
-    def consumer_timeouts(self) -> dict[str, int]:
-        session_ms = int(self.session_timeout * 1000)
-        return {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(200, session_ms // 4)}
-
 
 class TopicSettings(BaseModel):
     model_config = STRICT
@@ -148,7 +147,7 @@ class ModelSettings(BaseModel):
     max_wait_ms: float = Field(20.0, ge=0, le=10_000)
     # A batch is sorted by token count and run in chunks of this many texts, each padded
     # only to its own longest text (0 = one chunk). See bench/README.md for the measurement.
-    bucket_size: int = Field(16, ge=0, le=1024)
+    bucket_size: int = Field(BUCKET_SIZE, ge=0, le=1024)
     # Check the bundle directory for a new version this often (hot swap).
     reload_interval_s: float = Field(5.0, ge=0)
 
@@ -156,17 +155,25 @@ class ModelSettings(BaseModel):
 class WindowSettings(BaseModel):
     model_config = STRICT
 
-    size_s: float = Field(60.0, gt=0)
-    allowed_lateness_s: float = Field(10.0, ge=0)
+    size_s: float = Field(_WINDOWS.size_ms / 1000, gt=0)
+    allowed_lateness_s: float = Field(_WINDOWS.allowed_lateness_ms / 1000, ge=0)
     idle_s: float = Field(5.0, gt=0, description="advance the watermark with wall time after this much quiet")
-    evidence_size: int = Field(3, ge=1, le=20)
+    evidence_size: int = Field(_WINDOWS.evidence_size, ge=1, le=20)
     tick_interval_s: float = Field(1.0, gt=0)
+
+    def to_config(self) -> WindowConfig:
+        """The pure windows' parameters (seconds become event-time milliseconds)."""
+        return WindowConfig(
+            size_ms=int(self.size_s * 1000),
+            allowed_lateness_ms=int(self.allowed_lateness_s * 1000),
+            evidence_size=self.evidence_size,
+        )
 
 
 class SurgeSettings(BaseModel):
     model_config = STRICT
 
-    # Defaults come from monitor/surge.py SurgeConfig, the one place they are chosen
+    # Defaults come from monitor/core/surge.py SurgeConfig, the one place they are chosen
     # (python -m bench.alerts --tune; docs/ALERTS.md).
     k: float = Field(_SURGE.k, gt=0)
     min_volume: int = Field(_SURGE.min_volume, ge=1)

@@ -9,7 +9,7 @@ integration tests and carry `@pytest.mark.slow`.
 The helpers are plain functions as well (`from tests.conftest import
 settings_for, consume`) so harnesses and scripts can use them too.
 
-Every embedded broker logs at `warn` (monitor/broker.py says why);
+Every embedded broker logs at `warn` (monitor/stream/broker.py says why);
 `pytest --broker-log info` (or FINSENT_BROKER_LOG=info) turns on tansu's
 span logging for every broker the session starts, to see what it did.
 """
@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from monitor.broker import LOG_ENV, EmbeddedBroker, rust_log_filter
 from monitor.settings import Settings, TopicSettings
+from monitor.stream.broker import LOG_ENV, EmbeddedBroker, rust_log_filter
 
 _seq = itertools.count()
 

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from monitor.broker import free_port
+from monitor.stream.broker import free_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

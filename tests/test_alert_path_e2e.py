@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from deploy.grafana import dashboards
-from monitor.broker import EmbeddedBroker, free_port
+from monitor.stream.broker import EmbeddedBroker, free_port
+from monitor.testing import TopicNames, WorkerProcess, make_topics, produce
 from tests.observability import DEPLOY, Webhook, fast_rules, prom_query, start_alertmanager, start_prometheus
 from tests.tiny_bundle import make_bundle
-from tests.worker_harness import TopicNames, WorkerProcess, make_topics, produce
 
 NEEDS = ("promtool", "amtool", "prometheus", "prometheus-alertmanager")
 missing = [b for b in NEEDS if shutil.which(b) is None]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.broker import EmbeddedBroker
+from monitor.stream.broker import EmbeddedBroker
+from monitor.testing import TopicNames, TopicReader, WorkerProcess, make_topics, produce
 from tests.tiny_bundle import make_bundle
-from tests.worker_harness import TopicNames, TopicReader, WorkerProcess, make_topics, produce
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from bench.alert_replay import AlertRec, Windowed, detect, window_stream
 from bench.alert_scenarios import Item, Pool, Row, SurgeSpec, stream
 from bench.alert_scoring import score_quiet, score_surges, summarize
 from bench.alerts import main
-from monitor.surge import SurgeConfig
-from monitor.windows import ClosedWindow, WindowConfig
+from monitor.core.surge import SurgeConfig
+from monitor.core.windows import ClosedWindow, WindowConfig
 
 MIN = 60_000
 

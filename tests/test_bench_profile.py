@@ -9,13 +9,13 @@ from bench.profile import component, summarise
 
 def test_innermost_known_frame_decides_the_component() -> None:
     stack = (
-        'process 1:"python";<module> (monitor/worker_cli.py:10);score (monitor/scorer.py:170);'
+        'process 1:"python";<module> (monitor/cli/worker.py:10);score (monitor/model/scorer.py:170);'
         "run (onnxruntime/capi/onnxruntime_inference_collection.py:266)"
     )
     assert component(stack) == "onnxruntime (model)"
-    assert component("main;_score (monitor/scorer.py:120)") == "scorer (pad, softmax)"
-    assert component("main;validate (monitor/validate.py:30);loads (json/__init__.py:346)") == "json encode/decode"
-    assert component("main;validate (monitor/validate.py:30);_check (monitor/validate.py:90)") == "validation"
+    assert component("main;_score (monitor/model/scorer.py:120)") == "scorer (pad, softmax)"
+    assert component("main;validate (monitor/core/validate.py:30);loads (json/__init__.py:346)") == "json encode/decode"
+    assert component("main;validate (monitor/core/validate.py:30);_check (monitor/core/validate.py:90)") == "validation"
     assert component("main;something (nowhere.py:1)") == "other"
 
 

@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from monitor.broker import (
+from monitor.stream.broker import (
     LOG_ENV,
     BrokerError,
     EmbeddedBroker,
-    create_topics,
     free_port,
     resolve_log_level,
     rust_log_filter,
 )
+from monitor.stream.clients import create_topics
 from tests.conftest import consume, consume_records, produce
 
 slow = pytest.mark.slow

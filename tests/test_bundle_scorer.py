@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.bundle import BundleError, load_bundle, write_manifest
-from monitor.model_service import ModelService
-from monitor.scorer import Scorer, model_text, sentiment_score
+from monitor.core.scores import sentiment_score
+from monitor.model.bundle import BundleError, load_bundle, write_manifest
+from monitor.model.scorer import Scorer, model_text
+from monitor.model.service import ModelService
 from tests.tiny_bundle import make_bundle
 
 
@@ -164,7 +165,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
-from monitor.scorer import session_options
+from monitor.model.session import session_options
 vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in "xyz"]
 g = helper.make_graph([helper.make_node("Mul", ["x", "y"], ["z"])], "g", vi[:2], vi[2:])
 m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
@@ -174,7 +175,7 @@ if sys.argv[1] == "options":
     s = ort.InferenceSession(m, session_options(denormals_as_zero=sys.argv[2] == "1"), providers=["CPUExecutionProvider"])
     print(probe(s))
 else:  # the worker's arrangement: ModelService first, then the same probe on each thread
-    from monitor.model_service import ModelService
+    from monitor.model.service import ModelService
     from tests.tiny_bundle import make_bundle
     svc = ModelService([make_bundle(Path(tempfile.mkdtemp()) / "b")], providers="cpu")
     s = ort.InferenceSession(m, session_options(denormals_as_zero=False), providers=["CPUExecutionProvider"])
@@ -204,7 +205,7 @@ def test_scoring_thread_flushes_denormals_and_event_loop_thread_does_not() -> No
 
 def test_worker_sessions_ask_for_denormals_as_zero(bundle: Path) -> None:
     scorer = Scorer.from_paths([bundle], providers="cpu")
-    opts = scorer.models[0].session.get_session_options()
+    opts = scorer.models[0].classifier.session.get_session_options()
     assert opts.get_session_config_entry("session.set_denormal_as_zero") == "1"
 
 
@@ -239,11 +240,11 @@ def test_scorer_pads_with_the_tokenizers_own_pad_id(tmp_path: Path) -> None:
     """e5's pad is "<pad>" (id 1); a "[PAD]" lookup falling back to 0 would pad with "<s>"."""
     from tokenizers import Tokenizer
 
-    from monitor.scorer import tokenizer_pad_id
+    from monitor.model.bundle import tokenizer_pad_id
 
     b = _e5_style_bundle(tmp_path / "e5")
     scorer = Scorer.from_paths([b], providers="cpu")
-    model = scorer.models[0]
+    model = scorer.models[0].classifier
     assert model.pad_id == 1
     spy = _FeedSpy(model.session)
     model.session = spy  # type: ignore[assignment]

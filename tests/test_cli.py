@@ -18,6 +18,7 @@ import pytest
 
 from monitor import cli
 from monitor.settings import REPO_ROOT
+from monitor.stream.clients import is_unreachable
 from training import cli as train_cli
 
 FINSENT_COMMANDS = ["worker", "demo", "replay", "tail", "notify"]
@@ -150,10 +151,10 @@ def test_unreachable_is_recognised_through_wrapping() -> None:
         except cli.CliError as outer:
             return outer
 
-    assert cli.is_unreachable(wrapped(KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:9']")))
-    assert cli.is_unreachable(KafkaConnectionError("111 ECONNREFUSED"))
-    assert not cli.is_unreachable(wrapped(KafkaTimeoutError("Failed to update metadata after 60.0 secs.")))
-    assert not cli.is_unreachable(wrapped(ValueError("no")))
+    assert is_unreachable(wrapped(KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:9']")))
+    assert is_unreachable(KafkaConnectionError("111 ECONNREFUSED"))
+    assert not is_unreachable(wrapped(KafkaTimeoutError("Failed to update metadata after 60.0 secs.")))
+    assert not is_unreachable(wrapped(ValueError("no")))
 
 
 def _closed_port() -> int:

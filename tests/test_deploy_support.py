@@ -206,7 +206,7 @@ SURGE_TOPIC = "Earnings"
 
 @contextmanager
 def sample_worker_metrics() -> Iterator[str]:
-    """Serve the worker's real metric set (monitor.metrics.Metrics) with live sample values; yields host:port.
+    """Serve the worker's real metric set (monitor.stream.metrics.Metrics) with live sample values; yields host:port.
 
     Why the worker's own Metrics class and not hand-written names: the dashboards
     and rules are then checked against the names and types the worker really
@@ -215,7 +215,7 @@ def sample_worker_metrics() -> Iterator[str]:
     """
     from prometheus_client import Gauge, start_http_server
 
-    from monitor.metrics import Metrics
+    from monitor.stream.metrics import Metrics
 
     m = Metrics()
     faust_rebalances = Gauge("faust_total_rebalances", "Total rebalances", registry=m.registry)

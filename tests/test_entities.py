@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.entities import TICKER_RE, Company, Watchlist, default_watchlist, extract_entities
+from monitor.core.entities import TICKER_RE, Company, Watchlist, default_watchlist, extract_entities
 
 WL = default_watchlist()
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.broker import EmbeddedBroker, free_port
+from monitor.stream.broker import EmbeddedBroker, free_port
+from monitor.testing import TopicNames, TopicReader, WorkerProcess, make_topics, produce
 from tests.tiny_bundle import make_bundle
-from tests.worker_harness import TopicNames, TopicReader, WorkerProcess, make_topics, produce
 
 pytestmark = pytest.mark.slow
 
@@ -343,7 +343,7 @@ def _flip(link: Path, target: Path) -> None:
 def test_bundle_swapped_while_running_corrupt_ones_refused_nothing_dropped(tmp_path: Path) -> None:
     import json
 
-    from monitor.bundle import write_manifest
+    from monitor.model.bundle import write_manifest
 
     v1 = make_bundle(tmp_path / "v1", version="1")
     bad_hash = make_bundle(tmp_path / "bad-hash", version="2")

@@ -12,10 +12,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.entities import TICKER_RE, default_watchlist, extract_entities
-from monitor.surge import SurgeConfig, evaluate
-from monitor.validate import REASONS, Invalid, Item, dead_letter_record, event_time_ms, validate
-from monitor.windows import WindowConfig, add_event, close_due
+from monitor.core.entities import TICKER_RE, default_watchlist, extract_entities
+from monitor.core.surge import SurgeConfig, evaluate
+from monitor.core.validate import REASONS, Invalid, Item, dead_letter_record, event_time_ms, validate
+from monitor.core.windows import WindowConfig, add_event, close_due
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Stream-shaped examples are costlier to generate; fewer still cover the bookkeeping well.
@@ -24,7 +24,7 @@ NOW = 1_795_000_000_000
 WL = default_watchlist()
 
 # No subnormal floats: a test earlier in this process that opens an onnxruntime session on the main
-# thread leaves it flushing denormals to zero (monitor.scorer.session_options), and hypothesis
+# thread leaves it flushing denormals to zero (monitor.model.session.session_options), and hypothesis
 # refuses to generate subnormals then. The worker keeps its event-loop thread IEEE (model_service.py).
 json_values = st.recursive(
     st.none()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.normalize import normalize_text
+from monitor.model.normalize import normalize_text
 
 
 @pytest.mark.parametrize(
@@ -62,8 +62,8 @@ def test_normalize_chinese(raw: str, clean: str) -> None:
 
 def test_version_unchanged_and_shipped_bundle_loads() -> None:
     """Chinese support changed no output, so the version stays and the shipped English bundle is served."""
-    from monitor.bundle import load_bundle
-    from monitor.normalize import NORMALIZATION_VERSION
+    from monitor.model.bundle import load_bundle
+    from monitor.model.normalize import NORMALIZATION_VERSION
 
     assert NORMALIZATION_VERSION == "1"
     shipped = Path(__file__).resolve().parent.parent / "models" / "finsent-minilm-l6"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from monitor.notify import AlertCache, format_notification
+from monitor.cli.notify import AlertCache, format_notification
 
 AM = {
     "status": "firing",

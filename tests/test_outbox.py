@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from monitor.outbox import Outbox
+from monitor.stream.outbox import Outbox
 
 
 class FlakySink:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from monitor.records import scored_record, trend_event, trend_keys
-from monitor.scorer import TaskScore
+from monitor.core.records import scored_record, trend_event, trend_keys
+from monitor.core.scores import TaskScore
 
 
 def test_scored_record_fields_and_clashing_input_kept() -> None:

@@ -19,26 +19,10 @@ from typing import Any
 import pytest
 
 from monitor import cli
-from monitor.broker import EmbeddedBroker
-from monitor.cli import CliError
-from monitor.replay import (
-    Pacer,
-    ReplayStats,
-    Row,
-    RowSet,
-    Surge,
-    company_name,
-    encode,
-    iter_messages,
-    load_rows,
-    named_companies,
-    replay,
-    rewrite_for,
-    rows_from_records,
-    start_replay_thread,
-    surge_items,
-    surge_pool,
-)
+from monitor.feed.replay import Pacer, ReplayStats, encode, iter_messages, replay, start_replay_thread
+from monitor.feed.rows import FeedError, Row, RowSet, load_rows, rows_from_records
+from monitor.feed.surges import Surge, company_name, named_companies, rewrite_for, surge_items, surge_pool
+from monitor.stream.broker import EmbeddedBroker
 from tests.conftest import consume, consume_records, settings_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -342,7 +326,7 @@ def test_bad_files_are_one_line_errors(
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content, encoding="utf-8")
-    with pytest.raises(CliError, match=match) as err:
+    with pytest.raises(FeedError, match=match) as err:
         load_rows(path, **kwargs)
     assert "\n" not in str(err.value)
 
@@ -354,7 +338,7 @@ def test_parquet_needs_pyarrow(tmp_path: Path) -> None:
         import pyarrow.parquet as pq
     except ImportError:
         path.write_bytes(b"PAR1")
-        with pytest.raises(CliError, match="needs pyarrow"):
+        with pytest.raises(FeedError, match="needs pyarrow"):
             load_rows(path)
         return
     pq.write_table(pa.table({"id": ["1"], "text": ["hello"]}), path)
@@ -378,11 +362,11 @@ def test_cli_reports_bad_input_as_one_line(tmp_path: Path, capsys: pytest.Captur
 def test_surge_without_negative_rows_is_a_clear_error(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "pos.csv", [{"text": "up", "label": "positive"}])
     settings = settings_for("127.0.0.1:1")
-    with pytest.raises(CliError, match="no rows labelled negative in column 'label'"):
+    with pytest.raises(FeedError, match="no rows labelled negative in column 'label'"):
         replay(settings, path, "t", surge=Surge.entity("TSLA", "Tesla"), create_topic=False)
     # Negative rows that name no company cannot become news about Tesla.
     path = write_csv(tmp_path / "neg.csv", [{"text": "Markets fall on rate fears", "label": "negative"}])
-    with pytest.raises(CliError, match=r"none names TSLA alone.*entity column") as err:
+    with pytest.raises(FeedError, match=r"none names TSLA alone.*entity column") as err:
         replay(settings, path, "t", surge=Surge.entity("TSLA", "Tesla"), create_topic=False)
     assert "\n" not in str(err.value)
 
@@ -531,13 +515,13 @@ def test_replay_thread_reports_errors_instead_of_dying_silently(tmp_path: Path) 
     settings = settings_for("127.0.0.1:1")
     thread, _stop, result = start_replay_thread(settings, tmp_path / "missing.csv", "t")
     thread.join(10)
-    assert isinstance(result.get("error"), CliError)
+    assert isinstance(result.get("error"), FeedError)
 
 
 def test_stop_event_is_honoured_before_any_send() -> None:
     stop = threading.Event()
     stop.set()
-    from monitor.replay import SystemClock
+    from monitor.feed.replay import SystemClock
 
     clock = SystemClock(stop)
     assert clock.sleep(5) is False

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import faust
 
-from monitor.metrics import Metrics
-from monitor.model_service import ModelService
+from monitor.model.service import ModelService
 from monitor.settings import load_settings
-from monitor.worker import Pipeline, create_app, faust_broker_kwargs
+from monitor.stream.app import TABLE_NAME, Pipeline, create_app
+from monitor.stream.clients import faust_broker_kwargs
+from monitor.stream.metrics import Metrics
 from tests.tiny_bundle import make_bundle
 
 MONITOR = Path(__file__).resolve().parent.parent / "monitor"
@@ -57,6 +58,6 @@ def test_no_pickle_in_the_serving_path(tmp_path: Path) -> None:
     assert not offenders, offenders
     s = load_settings()
     app = create_app(s, Pipeline(s, ModelService([make_bundle(tmp_path / "m")], providers="cpu"), Metrics()))
-    table = app.finsent_table  # type: ignore[attr-defined]
+    table = app.tables[TABLE_NAME]
     assert table.changelog_topic.value_serializer in (None, "json") and app.conf.value_serializer == "json"
     assert app.conf.key_serializer in ("raw", "json")

@@ -139,7 +139,7 @@ def test_shipped_config_files_load() -> None:
 
 
 def test_surge_settings_convert_to_the_pure_rule_with_its_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.surge import SurgeConfig
+    from monitor.core.surge import SurgeConfig
 
     assert Settings().surge.to_config() == SurgeConfig()
     monkeypatch.setenv("FINSENT_SURGE__COOLDOWN_S", "1.5")

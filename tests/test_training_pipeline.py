@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from monitor.bundle import load_bundle
+from monitor.model.bundle import load_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 

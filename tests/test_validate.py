@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from monitor.validate import (
+from monitor.core.validate import (
     DEADLETTER_RAW_BYTES,
     REASONS,
     Invalid,

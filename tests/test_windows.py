@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from monitor.windows import ClosedWindow, Watermark, WindowConfig, add_event, close_due, new_state
+from monitor.core.windows import ClosedWindow, Watermark, WindowConfig, add_event, close_due, new_state
 
 CFG = WindowConfig(size_ms=1000, allowed_lateness_ms=500, evidence_size=2)
 

@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from monitor.bundle import SENTIMENT_LABELS, write_manifest
+from monitor.model.bundle import SENTIMENT_LABELS, write_manifest
 
 NEGATIVE_WORDS = ["plunge", "fraud", "loss", "crash", "lawsuit", "bankrupt", "miss", "cut", "fall", "scandal"]
 POSITIVE_WORDS = ["surge", "record", "beat", "profit", "growth", "upgrade", "rally", "gain", "win", "strong"]

@@ -1,5 +1,5 @@
 """finsent training: fine-tune, evaluate, export to ONNX, quantise, write bundles.
 
-Imports `monitor.normalize` and `monitor.bundle` (one normalisation, one
+Imports `monitor.model.normalize` and `monitor.model.bundle` (one normalisation, one
 bundle format for training and serving); never imported by `monitor`.
 """

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.bundle import write_manifest
+from monitor.model.bundle import write_manifest
 from training.data import TASK_LABELS, Examples
 from training.evaluate import (
     bundle_probs,
@@ -159,7 +159,7 @@ def int8_vs_fp32_by_language(
 def _save_tokenizer(tokenizer: Any, out: Path) -> None:
     """tokenizer.json with its padding section set to the model's pad token.
 
-    The worker reads the pad id from there (monitor.bundle.tokenizer_pad_id): e5's pad is "<pad>" (id
+    The worker reads the pad id from there (monitor.model.bundle.tokenizer_pad_id): e5's pad is "<pad>" (id
     1), and whether transformers writes the section depends on how the tokenizer was last called.
     """
     from tokenizers import Tokenizer

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from monitor.cli import OneLineParser
+from monitor.cli.parsing import OneLineParser
 from training.data import DataError, Examples, load_examples
 
 REPO = Path(__file__).resolve().parent.parent
@@ -231,8 +231,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from monitor.bundle import load_bundle
-    from monitor.normalize import normalize_text
+    from monitor.model.bundle import load_bundle
+    from monitor.model.normalize import normalize_text
     from training.onnx_runner import OnnxRunner
 
     bundle = load_bundle(args.bundle, args.variant)
@@ -368,7 +368,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     ParityError lives next to torch (training.export): it is only caught when
     that module was imported, so catching it never imports torch.
     """
-    from monitor.bundle import BundleError
+    from monitor.model.bundle import BundleError
 
     kinds: list[type[BaseException]] = [DataError, BundleError, FileNotFoundError]
     export = sys.modules.get("training.export")

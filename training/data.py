@@ -1,6 +1,6 @@
 """Labeled text loading: CSV / JSONL / Parquet, label mapping, bad-row report.
 
-Every text goes through `monitor.normalize.normalize_text`, the function
+Every text goes through `monitor.model.normalize.normalize_text`, the function
 the worker applies at serving time, so training and serving see the same
 strings. Bad rows (no text, unknown label) are skipped and counted.
 """
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.bundle import SENTIMENT_LABELS
-from monitor.normalize import normalize_text
+from monitor.model.bundle import SENTIMENT_LABELS
+from monitor.model.normalize import normalize_text
 
 csv.field_size_limit(16 * 1024 * 1024)
 

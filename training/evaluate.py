@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.bundle import load_bundle
+from monitor.model.bundle import load_bundle
 from training.data import TASK_LABELS, Examples
 from training.metrics import classification_report
 from training.onnx_runner import OnnxRunner

@@ -51,8 +51,8 @@ def corpus_files(root: Path, names: Sequence[str], split: str) -> list[Path]:
 
 
 def read_texts(files: Iterable[Path]) -> list[str]:
-    """The `text` column, normalised as training and serving see it (monitor.normalize)."""
-    from monitor.normalize import normalize_text
+    """The `text` column, normalised as training and serving see it (monitor.model.normalize)."""
+    from monitor.model.normalize import normalize_text
 
     csv.field_size_limit(16 * 1024 * 1024)
     out = []

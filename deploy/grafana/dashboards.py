@@ -360,13 +360,6 @@ def company_builder() -> db.Dashboard:
     return d
 
 
-BUILDERS: dict[str, Callable[[], db.Dashboard]] = {
-    "finsent-overview.json": overview_builder,
-    "finsent-topics.json": topics_builder,
-    "finsent-company.json": company_builder,
-}
-
-
 # ---------------------------------------------------------------- output
 
 

@@ -12,88 +12,19 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
+from monitor.cli.errors import EXIT_USAGE, CliError, kafka_unreachable
+from monitor.cli.parsing import OneLineParser
+from monitor.feed.rows import FeedError
 from monitor.settings import ConfigError, Settings, load_settings
+from monitor.stream.clients import KafkaClientError, is_unreachable
 
-EXIT_USAGE = 2
-KAFKA_HINT = "is the broker running? (--bootstrap / FINSENT_KAFKA__BOOTSTRAP)"
 # Client libraries whose loggers are silenced below CRITICAL unless --log-level DEBUG. kafka-python
 # only serves short-lived clients here (admin, tail, replay, notify) that report a failure as one
 # line themselves; its own log would be 25 lines of reconnect attempts before that line. aiokafka
 # (inside the worker, after start-up) stays at WARNING: a running worker losing its broker must say so.
 QUIET_LOGGERS = {"kafka": logging.CRITICAL, "aiokafka": logging.WARNING}
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with one-line errors: `PROG: error: MESSAGE (see PROG --help)`, exit code 2.
-
-    argparse's default prints the whole usage block (13 lines for replay)
-    above the message, which pushes the message out of sight. Subparsers
-    inherit the class (add_subparsers uses the parent's type), so a bad
-    value names the subcommand: "finsent replay: error: argument --rate: ...".
-    """
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        ns, extras = super().parse_known_args(args, namespace)
-        # The innermost parser (the subcommand's) finishes first: remember it for parse_args below.
-        if not hasattr(ns, "_prog"):
-            ns._prog = self.prog
-        return ns, extras
-
-    def parse_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> argparse.Namespace:
-        """Like argparse's, but an unrecognised argument points at the subcommand's --help."""
-        ns, extras = self.parse_known_args(args, namespace)
-        if extras:
-            prog = getattr(ns, "_prog", self.prog)
-            self.exit(EXIT_USAGE, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see {prog} --help)\n")
-        return ns
-
-
-def kafka_unreachable(settings: Settings) -> CliError:
-    """The one line for "no broker answered", the same from every command."""
-    return CliError(f"cannot reach Kafka at {settings.kafka.bootstrap}; {KAFKA_HINT}")
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """Whether `exc`, or an exception it was raised from or while handling, means no broker answered.
-
-    Covers kafka-python (NoBrokersAvailable, KafkaConnectionError, a bootstrap
-    KafkaTimeoutError) and aiokafka (KafkaConnectionError). Looks the classes
-    up in sys.modules: a library that was never imported raised nothing, and
-    the check must not import Kafka clients into commands that do not use them.
-    """
-    kinds: list[type[BaseException]] = []
-    bootstrap_timeouts: list[type[BaseException]] = []
-    for module in ("kafka.errors", "aiokafka.errors"):
-        errors = sys.modules.get(module)
-        if errors is not None:
-            kinds += [
-                c for c in (getattr(errors, n, None) for n in ("NoBrokersAvailable", "KafkaConnectionError")) if c
-            ]
-            if (timeout := getattr(errors, "KafkaTimeoutError", None)) is not None:
-                bootstrap_timeouts.append(timeout)
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, tuple(kinds)):
-            return True
-        if isinstance(e, tuple(bootstrap_timeouts)) and "bootstrap" in str(e).lower():
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def quiet_client_logs(settings: Settings) -> None:
@@ -132,7 +63,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from monitor import demo, notify, replay, tail, worker_cli
+    from monitor.cli import demo, notify, replay, tail
+    from monitor.cli import worker as worker_cli
 
     parser = OneLineParser(
         prog="finsent",
@@ -167,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_client_logs(settings)
         rc: int = args.func(args, settings)
         return rc
-    except (ConfigError, CliError) as exc:
+    except (ConfigError, CliError, FeedError, KafkaClientError) as exc:
         # A command may wrap a connection failure in its own words; the operator gets the same line everywhere.
         if settings is not None and is_unreachable(exc):
             return _error(kafka_unreachable(settings))
@@ -178,11 +110,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings is not None and is_unreachable(exc):
             return _error(kafka_unreachable(settings))
         raise
-
-
-if __name__ == "__main__":
-    # Through the package module, not this __main__ copy: the subcommands raise monitor.cli.CliError,
-    # which a second copy of this module's classes would not catch (`python -m monitor.cli`).
-    from monitor.cli import main as package_main
-
-    sys.exit(package_main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from monitor.scorer import TaskScore, sentiment_score
+from monitor.core.scores import TaskScore, sentiment_score
 
 EVIDENCE_TEXT_CHARS = 280
 RESERVED = ("topic", "sentiment", "entities", "model", "stream", "event_time", "event_time_source", "scored_at",
@@ -84,7 +84,7 @@ def trend_event(record: Mapping[str, Any], dimension: str, key: str) -> dict[str
             "source": record.get("source"),
             "url": record.get("url"),
             "score": float(sent.get("score", 0.0)),
-            # Topic and all-items windows count negatives per entity (monitor/windows.py) so a surge
+            # Topic and all-items windows count negatives per entity (monitor/core/windows.py) so a surge
             # there can name the company that drives it; an entity key needs no list of itself.
             **({"entities": [str(e) for e in record.get("entities", ())]} if dimension != "entity" else {}),
         },

@@ -25,9 +25,9 @@ from typing import Any
 
 from rich.text import Text
 
-from monitor.cli import CliError, is_unreachable, kafka_unreachable
-from monitor.replay import BOOTSTRAP_TIMEOUT_MS
+from monitor.cli.errors import CliError, kafka_unreachable
 from monitor.settings import Settings
+from monitor.stream.clients import BOOTSTRAP_TIMEOUT_MS, is_unreachable
 
 KINDS = ("scored", "trends", "alerts", "deadletter")
 SENTIMENT_STYLE = {"negative": "bold red", "neutral": "dim", "positive": "bold green"}

@@ -76,7 +76,7 @@ MAX_TS_MS = 253_402_300_799_999
 # Epoch magnitude bounds: below the first is seconds, below the next ms, then us, then ns.
 _EPOCH_UNITS = ((1e11, 1000.0), (1e14, 1.0), (1e17, 1e-3), (1e20, 1e-6))
 _MAX_TS_STR = 64
-# A symbol as the input contract accepts it: AAPL, BRK.B, VOW3.DE, 7203 (shared with monitor.entities).
+# A symbol as the input contract accepts it: AAPL, BRK.B, VOW3.DE, 7203 (shared with monitor.core.entities).
 TICKER_RE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,11}")
 _DIGITS = re.compile(r"\d{1,20}(?:\.\d{1,9})?")
 # Something a reader can see: not whitespace, not a C0/C1 control, not a zero-width or bidi format char.

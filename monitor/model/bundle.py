@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.normalize import NORMALIZATION_VERSION
+from monitor.model.normalize import NORMALIZATION_VERSION
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from monitor.bundle import MANIFEST, BundleError
-from monitor.scorer import Scorer, TaskScore
+from monitor.core.scores import TaskScore
+from monitor.model.bundle import MANIFEST, BundleError
+from monitor.model.scorer import Scorer
+from monitor.model.session import BUCKET_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class ModelService:
         variant: str = "auto",
         providers: str = "auto",
         threads: int = 0,
-        bucket_size: int = 16,
+        bucket_size: int = BUCKET_SIZE,
     ) -> None:
         self.paths = [Path(p) for p in paths]
         self.variant = variant

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.broker import BrokerError, EmbeddedBroker, free_port, terminate
-from monitor.cli import CliError
+from monitor.cli.errors import CliError
 from monitor.settings import REPO_ROOT, Settings
+from monitor.stream.broker import BrokerError, EmbeddedBroker, free_port, terminate
 
-DEMO_DIR = Path(__file__).parent / "data" / "demo"
+DEMO_DIR = Path(__file__).parent.parent / "data" / "demo"
 DEMO_DATA = DEMO_DIR / "headlines.csv"
 DEMO_NEWS = DEMO_DIR / "news.csv"
 # Evidence headlines shown under the pinned surge alert (and in the final summary).

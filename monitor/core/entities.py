@@ -78,7 +78,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from monitor.validate import TICKER_RE
+from monitor.core.validate import TICKER_RE
 
 __all__ = [
     "DEFAULT_WATCHLIST",
@@ -90,7 +90,7 @@ __all__ = [
     "extract_entities",
 ]
 
-DEFAULT_WATCHLIST = Path(__file__).parent / "data" / "watchlist.json"
+DEFAULT_WATCHLIST = Path(__file__).parent.parent / "data" / "watchlist.json"
 # Aliases this short are only trusted as written ("GE", "MS"), never "ge"/"ms".
 _SHORT_ALIAS = 3
 # CJK aliases shorter than this hide inside other words ("工行" in "加工行业"): only via `exact`.

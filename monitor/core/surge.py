@@ -62,7 +62,7 @@ Baseline choices:
 
 Propagation: an entity surge also raises its topic and all:all. A topic or
 all-items alert names its `drivers` (the entities with the most negative
-items in the firing window, from monitor/windows.py) and carries
+items in the firing window, from monitor/core/windows.py) and carries
 `derived_from: "entity:<ticker>"` when one entity explains at least
 `derive_share` of the window's negative excess over the baseline and has
 enough negatives to fire on its own (min_share * min_volume). The worker

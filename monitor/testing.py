@@ -1,4 +1,9 @@
-"""Start real worker processes against the embedded broker, for integration tests."""
+"""Real `finsent worker` processes and topic readers, for integration tests and benchmarks.
+
+Everything here talks to a real broker (the embedded one in the test suite):
+workers run as subprocesses with their own app id, ports and state, exactly
+as an operator would start them.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,12 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from monitor.broker import create_topics, free_port
+from monitor.stream.broker import free_port
+from monitor.stream.clients import create_topics
 
+# A source checkout runs workers from its root (its `monitor` first on the path); an install from anywhere.
 REPO = Path(__file__).resolve().parent.parent
+WORKDIR = REPO if (REPO / "pyproject.toml").is_file() else None
 
 
 @dataclass
@@ -97,7 +105,7 @@ class WorkerProcess:
             "--datadir", str(self.workdir / "state"), "--app-id", self.app_id, "--no-create-topics", *self.args,
         ]  # fmt: skip
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=WORKDIR)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

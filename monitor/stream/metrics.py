@@ -94,6 +94,12 @@ class Metrics:
         self.send_failures = Counter(
             "finsent_send_failures", "Units whose output could not be delivered after retries", registry=r
         )
+        self.aggregation_failures = Counter(
+            "finsent_aggregation_failures",
+            "Aggregation steps that raised, by step (event, close, tick); retried, then dead-lettered",
+            ["step"],
+            registry=r,
+        )
         self.loop_tasks = Gauge(
             "finsent_event_loop_tasks", "asyncio tasks alive in the worker (a leak shows as growth)", registry=r
         )
@@ -147,9 +153,3 @@ class Metrics:
         self._model_labels = labels
         self.model_info.labels(*labels).set(1)
         self.model_loaded.set(1)
-
-    def clear_model(self) -> None:
-        if self._model_labels:
-            self.model_info.remove(*self._model_labels)
-            self._model_labels = None
-        self.model_loaded.set(0)

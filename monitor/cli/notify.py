@@ -21,8 +21,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from monitor.cli import CliError, is_unreachable, kafka_unreachable
+from monitor.cli.errors import CliError, kafka_unreachable
 from monitor.settings import Settings
+from monitor.stream.clients import BOOTSTRAP_TIMEOUT_MS, is_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ def alerts_consumer(settings: Settings) -> Any:
     without the evidence headlines it exists to add.
     """
     from kafka import KafkaConsumer
-
-    from monitor.replay import BOOTSTRAP_TIMEOUT_MS
 
     try:
         return KafkaConsumer(settings.topics.alerts, **settings.kafka.kafka_python_config(), group_id=None,

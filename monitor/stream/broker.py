@@ -232,6 +232,8 @@ class EmbeddedBroker:
             client.close()
 
     def create_topics(self, names: Iterable[str], partitions: int = 4) -> None:
+        from monitor.stream.clients import create_topics
+
         create_topics(self.bootstrap, names, partitions)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -258,25 +260,3 @@ def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> No
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
-
-
-def create_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = 4, replication_factor: int = 1, **client_cfg: object
-) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10000, **client_cfg)
-    try:
-        existing = set(admin.list_topics())
-        wanted = [n for n in dict.fromkeys(names) if n not in existing]
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in wanted]
-                )
-        return wanted
-    finally:
-        admin.close()

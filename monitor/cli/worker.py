@@ -7,9 +7,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from monitor.bundle import BundleError
-from monitor.cli import CliError, is_unreachable, kafka_unreachable
+from monitor.cli.errors import CliError, kafka_unreachable
+from monitor.model.bundle import BundleError
 from monitor.settings import Settings
+from monitor.stream.clients import BOOTSTRAP_TIMEOUT_MS, is_unreachable
+from monitor.stream.clients import create_topics as make_topics
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,6 @@ def check_kafka(settings: Settings, create_topics: bool = True) -> None:
     the one-line error every other command gives. With `create_topics` False
     the check creates nothing: it only lists the topics.
     """
-    from monitor.broker import create_topics as make_topics
-    from monitor.replay import BOOTSTRAP_TIMEOUT_MS
 
     client_cfg = {k: v for k, v in settings.kafka.kafka_python_config().items() if k != "bootstrap_servers"}
     try:
@@ -102,9 +102,9 @@ def run_worker(settings: Settings, extra_models: list[Path] | None = None, creat
     from faust.sensors.prometheus import setup_prometheus_sensors
     from prometheus_client import start_http_server
 
-    from monitor.metrics import Metrics
-    from monitor.model_service import ModelService
-    from monitor.worker import Pipeline, create_app
+    from monitor.model.service import ModelService
+    from monitor.stream.app import Pipeline, create_app
+    from monitor.stream.metrics import Metrics
 
     log.debug("settings: %s", settings.redacted())
     try:

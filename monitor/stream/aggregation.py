@@ -1,0 +1,254 @@
+"""The aggregate stage: each key's windows, baseline and surge state, closed on ticks.
+
+It consumes the trend events the score stage wrote, keyed by
+`dimension:key`, and keeps one `KeyState` per key in a changelog-backed
+table. A timer sends a tick to every partition; on a tick the stage closes
+the due windows of that partition's keys (table writes must happen inside
+the partition's own stream so the changelog stays co-partitioned), emits
+trend windows and alerts, and updates the gauges.
+
+Table writes are batched per partition and flushed on its tick: one
+changelog record per changed key per tick instead of one per event (a hot
+key's state is kilobytes). Events are acked only after the flush that
+persists them, so a crash before it redelivers them (at-least-once; the ids
+kept in each window de-duplicate). A trend event that cannot be counted, or
+a key whose windows cannot be closed, is retried and then dead-lettered
+with its reason, like an input the score stage cannot score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.core import surge as surge_mod
+from monitor.core import windows as win
+from monitor.core.records import key_of
+from monitor.stream.metrics import Metrics
+from monitor.stream.outbox import Outbox
+from monitor.stream.outputs import Outputs, now_ms
+
+log = logging.getLogger(__name__)
+
+FENCE_KEY = "__fence__"
+ATTEMPTS = 3  # tries for one trend event, and consecutive ticks a key may fail to close
+
+
+@dataclass
+class KeyState:
+    """One `dimension:key`: the table partition it lives in, its open windows and its surge state."""
+
+    partition: int
+    windows: dict[str, Any] | None = None
+    surge: dict[str, Any] | None = None
+    failures: int = field(default=0, compare=False)  # consecutive failed closes; not persisted
+
+    @classmethod
+    def from_stored(cls, value: Any, partition: int) -> KeyState:
+        if not isinstance(value, dict):
+            return cls(partition)
+        return cls(int(value.get("p", partition)), value.get("w"), value.get("s"))
+
+    def stored(self) -> dict[str, Any]:
+        """The table's JSON form (short keys: a hot key's state is written once per tick)."""
+        return {"p": self.partition, "w": self.windows, "s": self.surge}
+
+
+@dataclass(frozen=True)
+class AggregateConfig:
+    windows: win.WindowConfig
+    surge: surge_mod.SurgeConfig
+    idle_ms: int
+    fence: bool = False  # the embedded broker's table-recovery workaround (docs/BROKERS.md)
+
+
+class AggregateStage:
+    def __init__(self, table: Any, outputs: Outputs, cfg: AggregateConfig, flush: Callable[[], Awaitable[Any]]) -> None:
+        self.table = table
+        self.out = outputs
+        self.metrics: Metrics = outputs.metrics
+        self.cfg = cfg
+        self.flush = flush
+        self.dirty: dict[int, dict[str, KeyState]] = defaultdict(dict)
+        self.held: dict[int, list[Any]] = defaultdict(list)
+        self.watermarks: dict[int, win.Watermark] = {}
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """A revoked partition's unflushed work is dropped: its unacked events are redelivered."""
+        for p in partitions:
+            self.dirty.pop(p, None)
+            self.held.pop(p, None)
+
+    def watermark(self, partition: int) -> win.Watermark:
+        wm = self.watermarks.get(partition)
+        if wm is None:
+            wm = self.watermarks[partition] = win.Watermark(idle_ms=self.cfg.idle_ms, started_ms=now_ms())
+        return wm
+
+    async def run(self, stream: Any) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            value = event.value
+            if isinstance(value, dict) and "tick" in value:
+                try:
+                    await self.on_tick(event.message.partition, int(value["tick"]), event.message, manual)
+                except Exception:
+                    # Nothing was dropped: held events stay unacked and are redelivered after a restart.
+                    log.exception("tick on partition %s failed", event.message.partition)
+                    self.metrics.aggregation_failures.labels("tick").inc()
+                await manual.ack(event)
+            else:
+                await self.on_event(event, manual)
+
+    async def on_event(self, event: Any, manual: Any) -> None:
+        msg = event.message
+        error: Exception | None = None
+        for _ in range(ATTEMPTS):
+            try:
+                self.count(msg.partition, msg.key, event.value)
+                self.held[msg.partition].append(event)
+                return
+            except Exception as exc:
+                error = exc
+        log.error("trend event %s[%s]@%s not counted: %r", msg.topic, msg.partition, msg.offset, error)
+        self.metrics.aggregation_failures.labels("event").inc()
+        box = self.out.outbox()
+        raw = json.dumps(event.value, default=str).encode() if not isinstance(event.value, bytes) else event.value
+        await self.out.dead(raw, "aggregation_error", f"{type(error).__name__}: {error}"[:500], msg, box)
+        await box.confirm()
+        await manual.ack(event)
+
+    def count(self, partition: int, raw_key: Any, value: dict[str, Any]) -> None:
+        """Add one trend event to its key's open window (pure state change; persisted on the next tick)."""
+        k = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        event_ms = int(value["event_ms"])
+        self.watermark(partition).observe(event_ms, now_ms())
+        pending = self.dirty[partition]
+        state = pending.get(k) or KeyState.from_stored(self.table.get(k), partition)
+        state.partition = partition
+        state.windows, outcome = win.add_event(
+            state.windows,
+            event_ms=event_ms,
+            item_id=str(value["id"]),
+            sentiment=str(value["sentiment"]),
+            score=float(value["score"]),
+            evidence=value.get("evidence") or {},
+            cfg=self.cfg.windows,
+        )
+        if outcome == "late":
+            self.metrics.late_items.labels(value.get("dimension", "?")).inc()
+        elif outcome == "duplicate":
+            self.metrics.duplicates.inc()
+        pending[k] = state
+
+    async def on_tick(self, partition: int, tick_ms: int, tick_msg: Any, manual: Any) -> None:
+        # The tick's own stamp, not the clock: a tick left over from before a
+        # restart must not close windows whose items are still queued behind it.
+        pending = self.dirty[partition]
+        watermark = self.watermark(partition).current(tick_ms)
+        if watermark is not None:
+            await self.close_partition(partition, watermark, tick_msg)
+        if pending:
+            for k, state in pending.items():
+                self.table[k] = state.stored()
+            pending.clear()
+            if self.cfg.fence:
+                await self.flush()
+                self.table[FENCE_KEY] = {"at": tick_ms}
+                await self.flush()
+        for ev in self.held.pop(partition, []):
+            await manual.ack(ev)
+
+    async def close_partition(self, partition: int, watermark: int, tick_msg: Any) -> None:
+        pending = self.dirty[partition]
+        keys = {
+            k: KeyState.from_stored(v, partition)
+            for k, v in self.table.items()
+            if isinstance(v, dict) and v.get("p") == partition and k not in pending
+        }
+        keys.update(pending)
+        box = self.out.outbox()
+        for k, state in keys.items():
+            try:
+                if await self.close_key(k, state, watermark, box):
+                    pending[k] = state
+                state.failures = 0
+            except Exception as exc:
+                await self._close_failed(k, state, exc, tick_msg, box)
+        lost = await box.confirm()
+        if lost:
+            self.metrics.send_failures.inc(len(lost))
+
+    async def _close_failed(self, k: str, state: KeyState, exc: Exception, tick_msg: Any, box: Outbox) -> None:
+        """Retried on the next ticks; a key that keeps failing is dead-lettered with its state and starts over."""
+        self.metrics.aggregation_failures.labels("close").inc()
+        state.failures += 1
+        self.dirty[state.partition][k] = state
+        if state.failures < ATTEMPTS:
+            log.warning("closing windows of %s failed (try %d): %r", k, state.failures, exc)
+            return
+        log.error("closing windows of %s failed %d times; its state goes to the dead-letter topic", k, ATTEMPTS)
+        raw = json.dumps({"key": k, "state": state.stored()}, default=str).encode()
+        await self.out.dead(raw, "aggregation_error", f"key {k}: {type(exc).__name__}: {exc}"[:500], tick_msg, box)
+        self.dirty[state.partition][k] = KeyState(state.partition)
+
+    async def close_key(self, k: str, state: KeyState, watermark_ms: int, box: Outbox) -> bool:
+        """Close the key's due windows, advance its surge rule, send what came of it; True if the state changed."""
+        dim, _, key = k.partition(":")
+        state.windows, closed = win.close_due(state.windows, watermark_ms=watermark_ms, cfg=self.cfg.windows)
+        before = (state.surge or {}).get("last_end")
+        # The same per-key step the detector benchmark runs (bench/alert_replay.py): closed windows,
+        # then the empty windows of a firing key that went quiet (calm, so the surge can resolve).
+        state.surge, evaluated, quiet_alerts = surge_mod.advance(
+            state.surge, closed, watermark_ms=watermark_ms, size_ms=self.cfg.windows.size_ms,
+            allowed_lateness_ms=self.cfg.windows.allowed_lateness_ms, cfg=self.cfg.surge, now_ms=now_ms(),
+            dimension=dim, key=key,
+        )  # fmt: skip
+        trends = self.out.trends
+        for cw, stats, alert in evaluated:
+            body = cw.to_dict()
+            body.update(dimension=dim, key=key, baseline_mean=stats.baseline_mean,
+                        baseline_std=stats.baseline_std, zscore=stats.zscore)  # fmt: skip
+            body.pop("evidence", None)
+            await box.send(lambda body=body: trends.send(key=k.encode(), value=body, force=True), what=f"trend of {k}")
+            self.publish_gauges(dim, key, cw, stats)
+            if alert is not None:
+                await self.emit_alert(dim, key, alert, box)
+        for alert in quiet_alerts:
+            await self.emit_alert(dim, key, alert, box)
+        return bool(closed) or (state.surge or {}).get("last_end") != before
+
+    def publish_gauges(self, dim: str, key: str, closed: win.ClosedWindow, stats: Any) -> None:
+        m = self.metrics
+        label = m.key_label(dim, key)
+        m.negative_share.labels(dim, label).set(closed.negative_share)
+        m.sentiment_mean.labels(dim, label).set(closed.mean_score)
+        m.window_count.labels(dim, label).set(closed.count)
+        m.zscore.labels(dim, label).set(stats.zscore)
+        m.baseline.labels(dim, label).set(stats.baseline_mean)
+        m.window_end.labels(dim, label).set(closed.window_end / 1000)
+
+    async def emit_alert(self, dim: str, key: str, alert: Any, box: Outbox) -> None:
+        body = alert.to_dict()
+        ak = key_of(dim, key).encode()
+        alerts = self.out.alerts
+        await box.send(lambda: alerts.send(key=ak, value=body, force=True), what=f"{body['state']} alert for {ak!r}")
+        m = self.metrics
+        label = m.key_label(dim, key)
+        # The company this surge belongs to (its own, or the one a topic/all surge is derived
+        # from): Alertmanager inhibits a derived page while that company's own surge fires.
+        incident = m.incident_label(dim, label, body.get("derived_from"))
+        if body["state"] == "firing":
+            m.alerts.labels(dim, body["severity"]).inc()
+            m.surge_active.labels(dim, label, body["severity"]).set(1)
+            if incident is not None:
+                m.surge_incident.labels(dim, label, incident).set(1)
+        else:
+            for sev in ("warning", "critical"):
+                m.surge_active.labels(dim, label, sev).set(0)
+            if incident is not None:
+                m.clear_incident(dim, label, incident)

@@ -1,0 +1,166 @@
+"""The Faust app: topics, the table, two agents and three timers; the work is in the stages.
+
+* `score` (monitor/stream/scoring.py) consumes the input topics and writes
+  scored items and trend events;
+* `aggregate` (monitor/stream/aggregation.py) consumes the trend events,
+  keeps each key's windows and surge state in a table, and writes trend
+  windows and alerts.
+
+Outputs are sent immediately (`force=True`) and confirmed before their
+input is acked; Faust flushes the producer before each offset commit, so
+the guarantee is at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from monitor.core import entities as ent
+from monitor.model.service import ModelService
+from monitor.settings import Settings
+from monitor.stream import faust_fixes
+from monitor.stream.aggregation import AggregateConfig, AggregateStage
+from monitor.stream.clients import faust_broker_kwargs
+from monitor.stream.metrics import Metrics
+from monitor.stream.outputs import Outputs, now_ms
+from monitor.stream.scoring import ScoreStage
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "windows"
+
+
+class Pipeline:
+    """What one worker process shares between its agents: the model in service, metrics, the watchlist."""
+
+    def __init__(self, settings: Settings, models: ModelService, metrics: Metrics) -> None:
+        self.models = models
+        self.metrics = metrics
+        wl = settings.worker.watchlist
+        self.watchlist = ent.Watchlist.from_file(wl) if wl else ent.default_watchlist()
+        metrics.set_entity_policy(self.watchlist.contains, settings.worker.max_metric_entities)
+        ident = models.scorer.ident
+        metrics.set_model(ident["name"], ident["version"], ident["sha256"])
+
+
+def make_faust_app(settings: Settings) -> faust.App:
+    t, w = settings.topics, settings.worker
+    return faust.App(
+        w.app_id,
+        store=w.store,
+        datadir=str(Path(w.datadir)),
+        topic_partitions=t.partitions,
+        topic_replication_factor=t.replication_factor,
+        processing_guarantee="at_least_once",
+        table_standby_replicas=0,
+        broker_commit_interval=w.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        web_bind="127.0.0.1",
+        web_port=w.web_port,
+        web_in_thread=False,
+        # Trend events are acked at the next tick's flush; do not hold a rebalance for them.
+        stream_wait_empty=False,
+        **faust_broker_kwargs(settings),
+    )
+
+
+def declare_outputs(app: faust.App, settings: Settings, metrics: Metrics) -> Outputs:
+    t = settings.topics
+    json_out = {"key_serializer": "raw", "value_serializer": "json"}
+    return Outputs(
+        scored=app.topic(t.scored, **json_out),
+        trends=app.topic(t.trends, **json_out),
+        alerts=app.topic(t.alerts, **json_out),
+        deadletter=app.topic(t.deadletter, **json_out),
+        events=app.topic(t.trend_events, key_type=bytes, partitions=t.partitions, **json_out),
+        metrics=metrics,
+        send_retry_s=settings.worker.send_retry_s,
+    )
+
+
+def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
+    faust_fixes.install()  # two consumer bugs that lose input records (monitor/stream/faust_fixes.py)
+    t = settings.topics
+    app = make_faust_app(settings)
+    metrics = pipeline.metrics
+    out = declare_outputs(app, settings, metrics)
+    inputs = app.topic(*t.inputs, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    table = app.Table(TABLE_NAME, default=None, partitions=t.partitions, key_type=str, value_type=None)
+    scoring = ScoreStage(
+        pipeline.models, out, pipeline.watchlist,
+        batch_size=settings.model.batch_size, max_wait_s=settings.model.max_wait_ms / 1000,
+        max_message_bytes=settings.worker.max_message_bytes, overlap_io=settings.worker.overlap_io,
+    )  # fmt: skip
+    cfg = AggregateConfig(
+        windows=settings.windows.to_config(),
+        surge=settings.surge.to_config(),
+        idle_ms=int(settings.windows.idle_s * 1000),
+        fence=settings.kafka.embedded,
+    )
+    aggregation = AggregateStage(table, out, cfg, flush=lambda: app.producer.flush())
+
+    @app.agent(inputs)
+    async def score(stream: faust.StreamT) -> None:
+        await scoring.run(stream)
+
+    @app.agent(out.events)
+    async def aggregate(stream: faust.StreamT) -> None:
+        await aggregation.run(stream)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(app_: Any, revoked: set[Any], **kwargs: Any) -> None:
+        aggregation.forget(tp.partition for tp in revoked if tp.topic == t.trend_events)
+
+    @app.timer(settings.windows.tick_interval_s)
+    async def tick() -> None:
+        stamp = {"tick": now_ms()}
+        for p in range(t.partitions):
+            await out.events.send(value=stamp, partition=p, force=True)
+
+    @app.timer(max(0.5, settings.model.reload_interval_s))
+    async def housekeeping() -> None:
+        await reload_model(pipeline)
+
+    @app.timer(1.0)
+    async def report_lag() -> None:
+        await measure_lag(app, metrics, set(t.inputs))
+
+    return app
+
+
+async def reload_model(pipeline: Pipeline) -> None:
+    """Swap in a changed bundle; a timer that raised would crash the whole app, so nothing escapes."""
+    models, metrics = pipeline.models, pipeline.metrics
+    try:
+        swapped = await asyncio.get_running_loop().run_in_executor(None, models.maybe_reload)
+    except Exception:
+        log.exception("model reload check failed; the model in service is unchanged")
+        return
+    if swapped is not None:
+        metrics.model_reloads.labels("swapped" if swapped else "refused").inc()
+        if swapped:
+            ident = models.scorer.ident
+            metrics.set_model(ident["name"], ident["version"], ident["sha256"])
+
+
+async def measure_lag(app: faust.App, metrics: Metrics, inputs: set[str]) -> None:
+    metrics.loop_tasks.set(len(asyncio.all_tasks()))
+    consumer = app.consumer
+    for tp in list(consumer.assignment()):
+        if tp.topic not in inputs:
+            continue
+        try:
+            high = consumer.highwater(tp)
+            pos = await consumer.position(TP(tp.topic, tp.partition))
+        except Exception as exc:
+            log.debug("lag of %s not known now: %r", tp, exc)
+            continue
+        if high is not None and pos is not None:
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))

@@ -1,0 +1,184 @@
+"""Two faust-streaming consumer bugs that lose input records, mended at start-up.
+
+Both were found by the worker restart test (an item missing from a window after
+a restart, more often on a busy machine) and are present in faust-streaming
+0.15.x. `install` applies both, once per process; each is a small wrapper
+around faust's own method, not a copy of it.
+
+1. **Commit past a held message.** faust computes the offset to commit from
+   the acked offsets: the first run of consecutive acked offsets, unless there
+   is a gap of *more than one* between the committed offset and the first
+   acked one. A single unacked message exactly at the committed offset is
+   stepped over: committed 10, offset 10 still in flight, 11 and 12 acked,
+   it commits 13, and offset 10 is never redelivered after a restart. The
+   aggregation agent hits this constantly: it acks tick records at once but
+   holds trend events until the table write that persists them. The guard
+   leaves the offsets at and after the oldest in-flight message of a
+   partition (delivered to a stream in this consumer generation, not yet
+   acked) out of the computation; offsets before it commit exactly as before,
+   so gaps from compaction and transaction markers are still stepped over.
+
+2. **Stream partitions resumed before the seek.** When a rebalance's table
+   recovery finishes, faust resumes fetching the stream partitions and only
+   then seeks them to their committed offsets. The fetcher is already running,
+   so records fetched in between are delivered while the seek moves the
+   position underneath them; some of them are then never delivered at all
+   (seen: offsets 103-115 of a restart that resumed at 100). The fix defers
+   the resume until the seek has finished, so fetching starts at the
+   committed offsets.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
+from faust.types import TP
+
+_MARK = "__finsent_fix__"
+# Recovery's two ways of handing the stream partitions back after a rebalance:
+# after restoring tables, and when there is nothing to restore.
+RESUMING_METHODS = ("on_recovery_completed", "_resume_streams")
+
+
+class _Held(Protocol):
+    tp: TP
+    offset: int
+    acked: bool
+    generation_id: int | None
+
+
+def oldest_in_flight(messages: Iterable[_Held], tp: TP, generation: int | None) -> int | None:
+    """The lowest offset of `tp` delivered in this generation and not acked yet, if any.
+
+    A message from an earlier generation does not count: after a rebalance the
+    partition is read again from its committed offset, so its copy in this
+    generation stands in for it.
+    """
+    offsets = [
+        m.offset
+        for m in list(messages)
+        if m.tp == tp and not m.acked and (generation is None or m.generation_id in (None, generation))
+    ]
+    return min(offsets) if offsets else None
+
+
+def guarded_new_offset(original: Callable[[Any, TP], int | None]) -> Callable[[Any, TP], int | None]:
+    """`original` computed only over acked offsets before the oldest in-flight message."""
+
+    @functools.wraps(original)
+    def _new_offset(self: Any, tp: TP) -> int | None:
+        generation = getattr(self.app, "consumer_generation_id", None)
+        limit = oldest_in_flight(self._unacked_messages, tp, generation)
+        if limit is None:
+            return original(self, tp)
+        acked: list[int] = self._acked[tp]
+        later = [o for o in acked if o >= limit]
+        acked[:] = [o for o in acked if o < limit]
+        try:
+            return original(self, tp)
+        finally:
+            acked.extend(later)
+            acked.sort()
+
+    setattr(_new_offset, _MARK, True)
+    return _new_offset
+
+
+def seek_before_resume(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """`original` with the consumer's partition resumes held back until its seek has finished."""
+
+    @functools.wraps(original)
+    async def _resuming(self: Any, *args: Any, **kwargs: Any) -> Any:
+        consumer = self.app.consumer
+        deferred: list[set[TP]] = []
+        resume, seek = consumer.resume_partitions, consumer.perform_seek
+
+        def release() -> None:
+            while deferred:
+                resume(deferred.pop(0))
+
+        async def seek_then_resume() -> None:
+            try:
+                await seek()
+            finally:
+                release()
+
+        consumer.resume_partitions = deferred.append
+        consumer.perform_seek = seek_then_resume
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            del consumer.resume_partitions, consumer.perform_seek  # the class's methods again
+            release()
+
+    setattr(_resuming, _MARK, True)
+    return _resuming
+
+
+def install() -> None:
+    """Apply both fixes to faust's classes (idempotent)."""
+    if not getattr(Consumer._new_offset, _MARK, False):
+        Consumer._new_offset = guarded_new_offset(Consumer._new_offset)  # type: ignore[method-assign]
+    import os
+
+    if os.environ.get("FIX_RECOVERY"):
+        for name in RESUMING_METHODS:
+            if not getattr(getattr(Recovery, name), _MARK, False):
+                setattr(Recovery, name, seek_before_resume(getattr(Recovery, name)))
+    if os.environ.get("DEBUG_FETCH"):
+        _debug_fetch()
+
+
+def installed() -> bool:
+    return bool(getattr(Consumer._new_offset, _MARK, False)) and all(
+        getattr(getattr(Recovery, n), _MARK, False) for n in RESUMING_METHODS
+    )
+
+
+def _debug_fetch() -> None:  # DEBUG-TEMP
+    import logging
+
+    dlog = logging.getLogger("dbgfetch")
+    orig_getmany = Consumer.getmany
+
+    async def getmany(self, timeout):
+        async for tp, message in orig_getmany(self, timeout):
+            if "news" in tp.topic:
+                dlog.warning(
+                    "YIELD %s@%s gen=%s flow=%s", tp.partition, message.offset, message.generation_id, self.flow_active
+                )
+            yield tp, message
+
+    Consumer.getmany = getmany
+    orig_seek = Consumer.perform_seek
+
+    async def perform_seek(self):
+        dlog.warning("SEEK start ro=%s", {k.topic[:4]: v for k, v in self._read_offset.items() if "news" in k.topic})
+        r = await orig_seek(self)
+        dlog.warning("SEEK end ro=%s", {k.topic[:4]: v for k, v in self._read_offset.items() if "news" in k.topic})
+        return r
+
+    Consumer.perform_seek = perform_seek
+    from faust.transport.conductor import Conductor
+
+    orig_compile = Conductor._compile_message_handler
+
+    def compile_(self):
+        inner = orig_compile(self)
+
+        async def on_message(message):
+            if "news" in message.topic:
+                dlog.warning("DELIVER start %s fc=%s", message.offset, self.app.flow_control.is_active())
+            try:
+                return await inner(message)
+            finally:
+                if "news" in message.topic:
+                    dlog.warning("DELIVER end %s", message.offset)
+
+        return on_message
+
+    Conductor._compile_message_handler = compile_
