@@ -25,8 +25,13 @@ from monitor.model.session import BUCKET_SIZE
 _SURGE = SurgeConfig()  # the surge rule's defaults, defined once there
 _WINDOWS = WindowConfig()  # likewise the windows'
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUNDLE = REPO_ROOT / "models" / "finsent-minilm-l6"
+# A source checkout (pyproject.toml beside monitor/) keeps the shipped bundle and var/ at its root.
+# An installed finsent has no such root: its defaults are relative to the working directory, and
+# a bundle elsewhere is named with --model or FINSENT_MODEL__PATH.
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+SOURCE_ROOT: Path | None = _PACKAGE_PARENT if (_PACKAGE_PARENT / "pyproject.toml").is_file() else None
+HOME = SOURCE_ROOT or Path(".")
+DEFAULT_BUNDLE = HOME / "models" / "finsent-minilm-l6"
 # Every section rejects keys it does not know: a misspelt key (`[surge] kk = 3`) silently
 # ignored would leave the default in force while the operator believes it changed.
 STRICT = ConfigDict(extra="forbid")
@@ -139,8 +144,8 @@ class ModelSettings(BaseModel):
     path: Path = DEFAULT_BUNDLE
     variant: Literal["auto", "int8", "fp32"] = "auto"
     providers: Literal["auto", "cpu", "cuda"] = "auto"
-    # One onnxruntime thread per worker: on 2 cores shared with the broker, 1 thread gave 1.18x the
-    # items/s of onnxruntime's default (one per core) and 0.67x the CPU per item (bench/README.md).
+    # One onnxruntime thread per worker: on 2 cores shared with the broker it scored more items per
+    # second, at less CPU per item, than onnxruntime's default of one per core (bench/README.md).
     # Scale out with more workers (partitions); 0 = onnxruntime's default, for a host with idle cores.
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per model call; 0 = one per core")
     batch_size: int = Field(32, ge=1, le=1024)

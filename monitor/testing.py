@@ -22,12 +22,10 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from monitor import schemas
+from monitor.settings import SOURCE_ROOT
 from monitor.stream.broker import free_port
 from monitor.stream.clients import create_topics
-
-# A source checkout runs workers from its root (its `monitor` first on the path); an install from anywhere.
-REPO = Path(__file__).resolve().parent.parent
-WORKDIR = REPO if (REPO / "pyproject.toml").is_file() else None
 
 
 @dataclass
@@ -105,7 +103,7 @@ class WorkerProcess:
             "--datadir", str(self.workdir / "state"), "--app-id", self.app_id, "--no-create-topics", *self.args,
         ]  # fmt: skip
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=WORKDIR)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=SOURCE_ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -206,7 +204,14 @@ def produce(
 
 
 class TopicReader:
-    """Reads every record of a topic from offset 0, incrementally (tansu-safe: no end_offsets)."""
+    """Reads every record of a topic from offset 0, incrementally (tansu-safe: no end_offsets).
+
+    `values()` checks each record, once, against the JSON Schema of its topic
+    (monitor/schemas.py `kind_of_topic`: scored, trends, alerts and dead-letter
+    topics) and raises `schemas.RecordInvalid` naming the record and field.
+    Input and internal topics are not checked, nor is anything outside a
+    source checkout (the schemas live in docs/schemas/).
+    """
 
     def __init__(self, bootstrap: str, topic: str, partitions: int = 4) -> None:
         self.consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
@@ -214,6 +219,8 @@ class TopicReader:
         self.consumer.assign(tps)
         self.consumer.seek_to_beginning(*tps)
         self.records: list[Any] = []
+        self.kind = schemas.kind_of_topic(topic) if schemas.SCHEMA_DIR.is_dir() else None
+        self._checked = 0  # records[:_checked] have been validated
 
     def poll(self, timeout_s: float = 0.5) -> list[Any]:
         got = []
@@ -223,7 +230,12 @@ class TopicReader:
         return got
 
     def values(self) -> list[dict[str, Any]]:
-        return [json.loads(r.value) for r in self.records]
+        vals = [json.loads(r.value) for r in self.records]
+        if self.kind is not None:
+            for r, v in zip(self.records[self._checked :], vals[self._checked :], strict=True):
+                schemas.validate_record(self.kind, v, where=f"{r.topic}[{r.partition}]@{r.offset}")
+            self._checked = len(vals)
+        return vals
 
     def wait_for(self, predicate: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout

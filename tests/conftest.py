@@ -225,3 +225,64 @@ def produce(target: EmbeddedBroker | Settings | str, topic: str, values: list[An
 def demo_csv() -> Path:
     """The shipped demo headlines (real finance tweets, labelled)."""
     return Path(__file__).resolve().parent.parent / "monitor" / "data" / "demo" / "headlines.csv"
+
+
+# --------------------------------------------------------------------------- waiting on conditions
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float, what: str | Callable[[], str], interval: float = 0.2
+) -> Any:
+    """Poll `condition()` until it returns something truthy and return that; after `timeout` s fail naming `what`.
+
+    `what` is what the test was waiting for; a callable is called only on failure, so it can add the
+    last value seen or a worker's log tail.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
+        time.sleep(interval)
+
+
+def wait_for_metric(
+    worker: Any,
+    name: str,
+    at_least: float,
+    labels: dict[str, str] | None = None,
+    *,
+    timeout: float = 60.0,
+    what: str = "",
+) -> float:
+    """Poll a `monitor.testing.WorkerProcess`'s /metrics until `name` (summed over the matching series) is at least
+    `at_least`; return its value. Fails at once if the worker exits, else after `timeout` s with the last value
+    and the worker's log tail."""
+    last = [0.0]
+
+    def reached() -> bool:
+        if worker.proc is not None and worker.proc.poll() is not None:
+            raise AssertionError(
+                f"worker exited ({worker.proc.returncode}) while waiting for {what or name}\n{worker.log_tail()}"
+            )
+        last[0] = worker.metric(name, labels)
+        return last[0] >= at_least
+
+    series = f"{name}{labels or ''}"
+    wait_until(
+        reached, timeout, lambda: f"{what or series}: {series} >= {at_least:g}, last {last[0]:g}\n{worker.log_tail()}"
+    )
+    return last[0]
+
+
+def wait_for_values(
+    reader: Any, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str | Callable[[], str]
+) -> list[dict[str, Any]]:
+    """`monitor.testing.TopicReader.wait_for` that fails, naming `what`, when `predicate` never held."""
+    values = reader.wait_for(predicate, timeout=timeout)
+    if not predicate(values):
+        detail = what() if callable(what) else what
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {detail} ({len(values)} records read)")
+    return values

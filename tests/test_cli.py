@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from monitor import cli
-from monitor.settings import REPO_ROOT
 from monitor.stream.clients import is_unreachable
 from training import cli as train_cli
 
@@ -56,11 +55,13 @@ WITHOUT_TRAIN_EXTRA = textwrap.dedent(
     """
 )
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def run_without_train_extra(calls: list[tuple[str, list[str]]]) -> list[dict[str, object]]:
     proc = subprocess.run(
         [sys.executable, "-c", WITHOUT_TRAIN_EXTRA, json.dumps(calls)],
-        cwd=REPO_ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
@@ -182,7 +183,7 @@ def test_unreachable_broker_is_one_line_for_every_kafka_command(tmp_path: Path) 
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", *argv, "--bootstrap", f"127.0.0.1:{port}"],
-            cwd=REPO_ROOT,
+            cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

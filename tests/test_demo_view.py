@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from monitor.cli.demo import DemoState, render, summary_lines
+from monitor.cli.demo_view import DemoState, render, summary_lines
 
 W0 = 1_700_000_000_000  # wall ms when the demo started
 T0 = 1_000.0  # monotonic time when the demo started

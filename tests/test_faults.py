@@ -6,6 +6,7 @@ quotes them (run `pytest -s -m slow tests/test_faults.py` to see them).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 from monitor.stream.broker import EmbeddedBroker, free_port
 from monitor.testing import TopicNames, TopicReader, WorkerProcess, make_topics, produce
+from tests.conftest import wait_for_metric, wait_for_values, wait_until
 from tests.tiny_bundle import make_bundle
 
 pytestmark = pytest.mark.slow
@@ -37,6 +39,11 @@ def rss_mb(pid: int) -> float:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def n_of(item_id: str) -> int:
+    """The sequence number of a `Paced` id ("p<n>")."""
+    return int(item_id[1:])
 
 
 def error_lines(worker: WorkerProcess) -> list[str]:
@@ -110,15 +117,22 @@ def test_broker_unresponsive_then_back_nothing_lost(own_broker: EmbeddedBroker, 
     assert broker.pid is not None
     try:
         with Paced(broker.bootstrap, topics.news, rate=50) as paced:
-            time.sleep(4)
+            wait_for_metric(worker, "finsent_messages_total", 20, what="the worker scoring before the broker hangs")
             os.kill(broker.pid, signal.SIGSTOP)
-            time.sleep(8)
+            time.sleep(8)  # the fault itself: the broker hangs this long (wall time on purpose)
             os.kill(broker.pid, signal.SIGCONT)
             back = time.monotonic()
-            time.sleep(6)
+            resumed = len(paced.sent)
+            # Produce on until items sent after the broker came back are scored: the stream flows again.
+            scored = TopicReader(broker.bootstrap, topics.scored)
+            wait_for_values(
+                scored,
+                lambda v: sum(n_of(x["id"]) >= resumed for x in v) >= 25,
+                120,
+                lambda: f"items produced after the broker came back to be scored\n{worker.log_tail()}",
+            )
             paced.stop()
         sent = set(paced.sent) - set(paced.failed)
-        scored = TopicReader(broker.bootstrap, topics.scored)
         got = scored.wait_for(lambda v: {x["id"] for x in v} >= sent, timeout=120)
         caught_up = time.monotonic() - back
         seen = {x["id"] for x in got}
@@ -147,22 +161,43 @@ def test_in_memory_broker_restart_worker_reconnects_and_carries_on(
     worker = WorkerProcess(broker.bootstrap, topics, tiny, tmp_path).start()
     try:
         with Paced(broker.bootstrap, topics.news, rate=50) as paced:
-            time.sleep(5)
+            wait_for_metric(worker, "finsent_messages_total", 20, what="the worker scoring before the broker stops")
             before = len(paced.sent)
             broker.stop()
             down_at = time.monotonic()
-            time.sleep(5)
+            time.sleep(5)  # the fault itself: the broker stays down this long (wall time on purpose)
             broker.start()
             make_topics(broker.bootstrap, topics)
             down_s = time.monotonic() - down_at
             mark = len(paced.sent)
-            time.sleep(15)
+            # Faust keeps the read offsets of the old log, so a partition flows again only once the new log has
+            # passed them: produce on until items sent after the restart are scored from every input partition.
+            news = TopicReader(broker.bootstrap, topics.news)
+            scored = TopicReader(broker.bootstrap, topics.scored)
+            partition_of: dict[str, int] = {}  # id -> input partition, for items sent after the restart
+            scored_ids: set[str] = set()
+
+            def every_partition_flows() -> bool:
+                for r in news.poll(0.2):
+                    if n_of(r.key.decode()) >= mark:
+                        partition_of[r.key.decode()] = r.partition
+                scored_ids.update(json.loads(r.value)["id"] for r in scored.poll(0.2))
+                return len({partition_of[i] for i in scored_ids if i in partition_of}) == 4
+
+            wait_until(
+                every_partition_flows,
+                120,
+                lambda: (
+                    f"items sent after the restart to be scored from all 4 input partitions (from "
+                    f"{sorted({partition_of[i] for i in scored_ids if i in partition_of})})\n{worker.log_tail()}"
+                ),
+            )
+            news.close()
             paced.stop()
         # The last items, produced once the new broker's logs have passed the old offsets, must all be scored.
         tail = [{"id": f"tail{i}", "text": "PACE steady", "tickers": ["PACE"]} for i in range(100)]
         produce(broker.bootstrap, topics.news, tail)
         tail_ids = {x["id"] for x in tail}
-        scored = TopicReader(broker.bootstrap, topics.scored)
         got = scored.wait_for(lambda v: {x["id"] for x in v} >= tail_ids, timeout=90)
         seen = {x["id"] for x in got}
         assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
@@ -172,8 +207,8 @@ def test_in_memory_broker_restart_worker_reconnects_and_carries_on(
         print(
             f"\nFAULT broker-restart-in-memory: down {down_s:.1f} s; of {before} items produced before, "
             f"{len(seen & set(paced.sent[:before]))} reached the new broker's scored topic; of {len(outage)} produced "
-            f"during the outage, {len(seen & outage)} scored; of {len(after)} produced in the 15 s after, "
-            f"{len(seen & after)} scored; 100 of 100 tail items scored"
+            f"during the outage, {len(seen & outage)} scored; of {len(after)} produced after the restart until every "
+            f"partition flowed again, {len(seen & after)} scored; 100 of 100 tail items scored"
         )
         scored.close()
     finally:
@@ -182,7 +217,7 @@ def test_in_memory_broker_restart_worker_reconnects_and_carries_on(
 
 def test_prometheus_and_alertmanager_down_worker_unaffected(tmp_path: Path, tiny: Path) -> None:
     """Nothing in the worker waits on Prometheus or Alertmanager: kill both mid-stream, it scores on."""
-    from tests.observability import Webhook, fast_rules, start_alertmanager, start_prometheus
+    from tests.observability import Webhook, fast_rules, prom_query, start_alertmanager, start_prometheus
 
     hook = Webhook()
     with EmbeddedBroker() as broker:
@@ -190,20 +225,29 @@ def test_prometheus_and_alertmanager_down_worker_unaffected(tmp_path: Path, tiny
         make_topics(broker.bootstrap, topics)
         worker = WorkerProcess(broker.bootstrap, topics, tiny, tmp_path).start()
         am, am_port = start_alertmanager(tmp_path, hook.url)
-        prom, _ = start_prometheus(
+        prom, prom_port = start_prometheus(
             tmp_path, [f"127.0.0.1:{worker.metrics_port}"], am_port, [fast_rules(tmp_path / "r.yml")]
         )
         try:
             with Paced(broker.bootstrap, topics.news, rate=50) as paced:
-                time.sleep(4)
+                wait_for_metric(worker, "finsent_messages_total", 20, what="the worker scoring")
+                # Kill them while they watch the worker: Prometheus has scraped its series.
+                wait_until(
+                    lambda: prom_query(prom_port, "finsent_messages_total"), 30, "Prometheus to scrape the worker"
+                )
                 for p in (prom, am):
                     p.proc.send_signal(signal.SIGKILL)
                     p.proc.wait(10)
                 killed_at = len(paced.sent)
-                time.sleep(6)
+                scored = TopicReader(broker.bootstrap, topics.scored)
+                wait_for_values(
+                    scored,
+                    lambda v: sum(n_of(x["id"]) >= killed_at for x in v) >= 50,
+                    60,
+                    lambda: f"items produced after the kill to be scored\n{worker.log_tail()}",
+                )
                 paced.stop()
             sent = set(paced.sent)
-            scored = TopicReader(broker.bootstrap, topics.scored)
             got = scored.wait_for(lambda v: {x["id"] for x in v} >= sent, timeout=60)
             seen = {x["id"] for x in got}
             assert worker.proc is not None and worker.proc.poll() is None
@@ -251,7 +295,12 @@ def test_overload_memory_bounded_lag_reported_nothing_dropped(tmp_path: Path, ti
             scored = TopicReader(broker.bootstrap, topics.scored)
             got = scored.wait_for(lambda v: len(v) >= n and {x["id"] for x in v} >= ids, timeout=400)
             drained_s = time.monotonic() - t0
-            time.sleep(3)  # one more lag report after the backlog is gone
+            # The lag gauge is refreshed every second: wait for the report that shows the backlog gone.
+            wait_until(
+                lambda: "finsent_consumer_lag{" in worker.scrape() and worker.metric("finsent_consumer_lag") == 0,
+                30,
+                lambda: f"consumer lag back to 0 (now {worker.metric('finsent_consumer_lag'):g})\n{worker.log_tail()}",
+            )
             done.set()
             sampler.join(5)
             seen = {x["id"] for x in got}
@@ -297,12 +346,18 @@ def test_soak_steady_rate_flat_memory_no_errors(tmp_path: Path, tiny: Path) -> N
         pid = worker.proc.pid
         try:
             with Paced(broker.bootstrap, topics.news, rate=rate) as paced:
-                time.sleep(min(10.0, seconds / 4))  # warm up: first windows, first metric series
+                # Warm up to a steady state before the baseline: the backlog from the group join drained,
+                # then two more seconds of input scored; by then the windows and metric series exist.
+                wait_for_metric(worker, "finsent_messages_total", 1, timeout=120, what="the first item scored")
+                backlog = len(paced.sent)
+                wait_for_metric(
+                    worker, "finsent_messages_total", backlog + 2 * rate, timeout=120, what="the worker catching up"
+                )
                 rss_start, fds_start, t_start = rss_mb(pid), open_fds(pid), time.monotonic()
                 tasks_start = worker.metric("finsent_event_loop_tasks")
                 rss_trace = [rss_start]
                 while time.monotonic() - t_start < seconds:
-                    time.sleep(5)
+                    time.sleep(5)  # the soak itself: wall time on purpose, sampled every 5 s
                     rss_trace.append(rss_mb(pid))
                 rss_end, fds_end = rss_mb(pid), open_fds(pid)
                 tasks_end = worker.metric("finsent_event_loop_tasks")
@@ -369,25 +424,26 @@ def test_bundle_swapped_while_running_corrupt_ones_refused_nothing_dropped(tmp_p
             with Paced(broker.bootstrap, topics.news, rate=50) as paced:
                 # Version 1 must have scored something before the first flip; a fixed sleep was not
                 # always enough on a busy machine (every item then came out as version 3).
-                deadline = time.monotonic() + 30
-                while worker.metric("finsent_messages_total") < 20:
-                    assert time.monotonic() < deadline, f"nothing scored by version 1\n{worker.log_tail()}"
-                    time.sleep(0.2)
+                wait_for_metric(worker, "finsent_messages_total", 20, timeout=30, what="items scored by version 1")
                 for n, bad in enumerate((bad_hash, truncated, wrong_labels), start=1):
                     _flip(live, bad)
-                    deadline = time.monotonic() + 20
-                    while worker.metric("finsent_model_reloads_total", {"result": "refused"}) < n:
-                        assert time.monotonic() < deadline, f"{bad.name} not refused\n{worker.log_tail()}"
-                        time.sleep(0.2)
+                    reloads = "finsent_model_reloads_total"
+                    wait_for_metric(worker, reloads, n, {"result": "refused"}, timeout=20, what=f"{bad.name} refused")
                 _flip(live, v3)
-                deadline = time.monotonic() + 20
-                while worker.metric("finsent_model_reloads_total", {"result": "swapped"}) < 1:
-                    assert time.monotonic() < deadline, worker.log_tail()
-                    time.sleep(0.2)
-                time.sleep(2)
+                wait_for_metric(
+                    worker, "finsent_model_reloads_total", 1, {"result": "swapped"}, timeout=20, what="v3 swapped in"
+                )
+                # Items produced after the swap are scored by version 3, the last one included.
+                swapped_at = len(paced.sent)
+                scored = TopicReader(broker.bootstrap, topics.scored)
+                wait_for_values(
+                    scored,
+                    lambda v: any(n_of(x["id"]) >= swapped_at and x["model"]["version"] == "3" for x in v),
+                    30,
+                    lambda: f"an item produced after the swap scored by version 3\n{worker.log_tail()}",
+                )
                 paced.stop()
             sent = set(paced.sent)
-            scored = TopicReader(broker.bootstrap, topics.scored)
             got = scored.wait_for(lambda v: {x["id"] for x in v} >= sent, timeout=60)
             assert sent <= {x["id"] for x in got}, "items dropped during the swaps"
             versions = [x["model"]["version"] for x in sorted(got, key=lambda x: int(x["id"][1:]))]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from monitor import cli
+from monitor.cli import tail as tail_module
 from monitor.cli.tail import (
     decode,
     detect_kind,
@@ -214,29 +215,44 @@ def test_tail_from_beginning_prints_every_record(
 
 
 @pytest.mark.slow
-def test_tail_from_the_end_skips_old_batched_records(broker: EmbeddedBroker, topics: dict[str, Any]) -> None:
+def test_tail_from_the_end_skips_old_batched_records(
+    broker: EmbeddedBroker, topics: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     topic = topics["scored"]
     produce(broker, topic, [{**SCORED, "id": f"old-{i}"} for i in range(100)])  # batched: tansu's end offset lies
     settings = _settings(broker, topics)
     stop = threading.Event()
     got: list[Any] = []
-    started = threading.Event()
+    errors: list[Exception] = []
+    # `follow` is a generator: it connects and looks for the end only once iterated. Know when it has
+    # found the end (instead of guessing how long that takes) by wrapping the step that finds it.
+    at_end = threading.Event()
+    start_at_end = tail_module._start_at_end
+
+    def start_at_end_then_signal(*args: Any, **kwargs: Any) -> list[Any]:
+        pending = start_at_end(*args, **kwargs)
+        at_end.set()
+        return pending
+
+    monkeypatch.setattr(tail_module, "_start_at_end", start_at_end_then_signal)
 
     def run() -> None:
-        records = follow(settings, topic, stop=stop, idle_timeout=20)
-        started.set()
-        for rec in records:
-            got.append(rec.value)
-            if len(got) >= 5:
-                break
+        try:
+            for rec in follow(settings, topic, stop=stop, idle_timeout=20):
+                got.append(rec.value)
+                if len(got) >= 5:
+                    break
+        except Exception as exc:  # reported by the assertions below, not lost in the thread
+            errors.append(exc)
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    assert started.wait(10)
-    time.sleep(2.0)  # the tail has found the end
+    assert at_end.wait(30), f"the tail did not find the end of {topic} in 30 s: {errors}"
     produce(broker, topic, [{**SCORED, "id": f"new-{i}"} for i in range(5)])
-    t.join(20)
+    t.join(30)
     stop.set()
+    assert not t.is_alive(), f"the tail showed {len(got)} of the 5 new records in 30 s: {[v['id'] for v in got]}"
+    assert not errors, errors
     assert sorted(v["id"] for v in got) == [f"new-{i}" for i in range(5)]
 
 

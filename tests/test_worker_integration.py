@@ -204,6 +204,25 @@ def test_killed_worker_loses_nothing_and_restores_windows(kafka: EmbeddedBroker,
         worker.stop()
 
 
+def trail(bootstrap: str, topics: TopicNames, base: int, window_ms: int) -> str:
+    """Where a short window's items stopped: distinct ids per window offset on each topic they pass through."""
+    out = []
+    stages = (("scored", topics.scored), ("trend events", topics.trend_events), ("dead letters", topics.deadletter))
+    for name, topic in stages:
+        reader = TopicReader(bootstrap, topic)
+        reader.wait_for(lambda v: False, timeout=3)
+        per: dict[int, set[str]] = {}
+        for r in reader.records:
+            v = json.loads(r.value)
+            if "tick" in v or (name == "trend events" and v.get("key") != "ACME"):
+                continue
+            ms = v.get("event_ms") or v.get("event_time") or 0
+            per.setdefault((int(ms) - base) // window_ms, set()).add(str(v.get("id")))
+        reader.close()
+        out.append(f"{name}: distinct ids per window offset {sorted((k, len(v)) for k, v in per.items())}")
+    return "\n".join(out)
+
+
 def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
     """SIGKILL between a surge's firing and its resolution: after the restart the same alert resolves, once."""
     topics = TopicNames()
@@ -239,13 +258,13 @@ def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: EmbeddedBroker, tmp
         assert distinct == {(fired[0]["alert_id"], "firing"), (fired[0]["alert_id"], "resolved")}, got
         windows = acme(trends.wait_for(lambda v: len({w["window_start"] for w in acme(v)}) >= len(plan), timeout=60))
         by_start = {w["window_start"]: w for w in windows}
-        assert len(by_start) == len(plan)
-        late = {w["window_start"] - base: w["late_count"] for w in windows if w.get("late_count")}
-        for w, (neg, total) in enumerate(plan):
-            rec = by_start[base + w * window_ms]
-            brief = {k: v for k, v in rec.items() if k != "evidence"}
-            assert (rec["count"], rec["negative"]) == (total, neg), (
-                f"window {w}: {brief}; late items by window offset: {late}"
+        counts = [(by_start.get(base + w * window_ms) or {}).get("count") for w in range(len(plan))]
+        negatives = [(by_start.get(base + w * window_ms) or {}).get("negative") for w in range(len(plan))]
+        if (counts, negatives) != ([t for _, t in plan], [n for n, _ in plan]):
+            emitted = [((w["window_start"] - base) // window_ms, w["count"], w["late_count"]) for w in windows]
+            raise AssertionError(
+                f"trend windows (offset, count, late) in emitted order: {emitted}\n"
+                f"{trail(kafka.bootstrap, topics, base, window_ms)}\nworker log:\n{worker.log_tail(80)}"
             )
         print(
             f"\nFAULT kill-mid-surge: alerts {[a['state'] for a in got]} ({len(got) - len(distinct)} redelivered "
@@ -253,5 +272,29 @@ def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: EmbeddedBroker, tmp
         )
     finally:
         alerts.close()
+        trends.close()
+        worker.stop()
+
+
+def test_bad_trend_event_is_dead_lettered(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+    """A trend event the windows cannot take goes to the dead-letter topic with its reason; the worker goes on."""
+    topics = TopicNames()
+    make_topics(kafka.bootstrap, topics)
+    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, env=window_env(1.0, lateness_s=1.0)).start()
+    dead = TopicReader(kafka.bootstrap, topics.deadletter)
+    trends = TopicReader(kafka.bootstrap, topics.trends)
+    try:
+        broken = {"id": "broken", "dimension": "entity", "key": "ACME", "sentiment": "negative"}  # no event_ms
+        produce(kafka.bootstrap, topics.trend_events, [json.dumps(broken).encode()], partition=0)
+        produce(kafka.bootstrap, topics.news, [{"id": "after", "text": "ACME shares plunge", "tickers": ["ACME"]}])
+        got = dead.wait_for(lambda v: any(d["error"] == "aggregation_error" for d in v), timeout=60)
+        [rec] = [d for d in got if d["error"] == "aggregation_error"]
+        assert rec["origin"]["topic"] == topics.trend_events and "event_ms" in rec["detail"]
+        assert json.loads(rec["raw"])["id"] == "broken"
+        assert worker.metric("finsent_aggregation_failures_total", {"step": "event"}) == 1
+        windows = trends.wait_for(lambda v: any(w["key"] == "ACME" for w in v), timeout=60)
+        assert sum(w["count"] for w in windows if w["key"] == "ACME" and w["dimension"] == "entity") == 1
+    finally:
+        dead.close()
         trends.close()
         worker.stop()

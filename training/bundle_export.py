@@ -21,7 +21,8 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from training.export import (
     quantize_int8,
     torch_probs,
 )
+from training.model import MultiTaskModel
 from training.train import load_trained
 
 SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "ece")
@@ -194,54 +196,110 @@ def export_bundle(
     bounds = bounds or ParityBounds()
     fp32_matmuls = FP32_MATMULS if fp32_matmuls is None else fp32_matmuls
     model, tokenizer, meta = load_trained(run_dir)
-    cfg = meta["config"]
-    max_length = int(cfg["max_length"])
-    tasks = list(model.task_names)
+    max_length = int(meta["config"]["max_length"])
     languages = run_languages(meta)
     started = time.monotonic()
     timings: dict[str, float] = {}
     out = out.resolve()
+    stage = _fresh_stage(out)
+    _save_tokenizer(tokenizer, stage)
+    texts, text_langs = parity_texts(eval_sets, parity_limit)
+    _require_parity_languages(languages, text_langs)
+    fp32, int8, calib_info = _export_and_quantise(model, tokenizer, stage, eval_sets, texts, max_length, int8_method,
+                                                  fp32_matmuls, timings)  # fmt: skip
+    with _timed(timings, "parity"):
+        parity = _parity(model, tokenizer, stage, fp32, int8, texts, text_langs, max_length, bounds)
+    _gate_parity(stage, parity, bounds, int8_method)
+    manifest = _manifest(meta, name, version, languages, list(model.task_names), int8_method, calib_info, parity)
+    write_manifest(stage, manifest)
+    with _timed(timings, "evaluate"):
+        manifest["metrics"] = _evaluate_stage(stage, eval_sets, f"{name} {manifest['version']}", parity)
+    _gate_int8_agreement(manifest["metrics"]["int8_vs_fp32"], bounds)
+    if not keep_fp32:
+        (stage / "model.onnx").unlink()
+    manifest["export_seconds"] = round(time.monotonic() - started, 1)
+    manifest["export_timings"] = {k: round(v, 1) for k, v in timings.items()}
+    write_manifest(stage, manifest)
+    shutil.rmtree(out, ignore_errors=True)
+    stage.rename(out)
+    return json.loads((out / "manifest.json").read_text())
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Seconds of the block under timings[stage] (not recorded when the block raises)."""
+    t0 = time.monotonic()
+    yield
+    timings[stage] = time.monotonic() - t0
+
+
+def _fresh_stage(out: Path) -> Path:
+    """An empty staging directory next to `out`: the bundle moves into place only once every check passed."""
     stage = out.with_name(out.name + ".staging")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    _save_tokenizer(tokenizer, stage)
-    texts, text_langs = parity_texts(eval_sets, parity_limit)
+    return stage
+
+
+def _require_parity_languages(languages: list[str], text_langs: list[str]) -> None:
+    """Every language the run trained on needs parity texts: the gate must have seen it."""
     missing = [lang for lang in languages if lang not in text_langs]
     if missing:
         raise ParityError(f"no parity texts in {', '.join(missing)}: the evaluation sets cover "
                           f"{', '.join(sorted(set(text_langs))) or 'nothing'}, the run trained on {', '.join(languages)}")  # fmt: skip
+
+
+def _export_and_quantise(model: MultiTaskModel, tokenizer: Any, stage: Path, eval_sets: dict[str, Examples],
+                         parity: list[str], max_length: int, int8_method: str, fp32_matmuls: str,
+                         timings: dict[str, float]) -> tuple[Path, Path, dict[str, Any] | None]:  # fmt: skip
+    """model.onnx (optimised fp32) and model.int8.onnx in `stage`, and how the INT8 model was calibrated."""
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.monotonic()
-        raw = export_onnx(model, tokenizer, Path(tmp) / "raw.onnx", max_length)
-        enc_cfg = model.encoder.config
-        fp32 = optimize_onnx(raw, stage / "model.onnx", int(enc_cfg.num_attention_heads), int(enc_cfg.hidden_size))
-        timings["onnx"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        calib, calib_info = None, None
-        if int8_method == "dynamic-smooth":
-            held_out, per_set = calibration_texts(eval_sets, texts)
-            # Small evaluation sets (smoke runs) may all go to parity: calibrate on those, and say so.
-            disjoint = len(held_out) >= 32
-            calib_texts = held_out if disjoint else texts
-            calib = calibration_feeds(tokenizer, calib_texts, max_length)
-            calib_info = {"texts": len(calib_texts), "disjoint_from_parity": disjoint,
-                          "per_set": per_set if disjoint else {}, "fp32_matmuls": fp32_matmuls}  # fmt: skip
-        # Quantise the plain export: the fused graph defeats the quantiser's shape inference.
-        # onnxruntime applies the same fusions to the INT8 graph when it loads it.
-        int8 = quantize_int8(raw, stage / "model.int8.onnx", int8_method, calibration=calib, fp32_matmuls=fp32_matmuls)
-        timings["int8"] = time.monotonic() - t0
-    t0 = time.monotonic()
+        with _timed(timings, "onnx"):
+            raw = export_onnx(model, tokenizer, Path(tmp) / "raw.onnx", max_length)
+            enc_cfg = model.encoder.config
+            fp32 = optimize_onnx(raw, stage / "model.onnx", int(enc_cfg.num_attention_heads), int(enc_cfg.hidden_size))
+        with _timed(timings, "int8"):
+            calib, calib_info = None, None
+            if int8_method == "dynamic-smooth":
+                calib, calib_info = _calibration(tokenizer, eval_sets, parity, max_length, fp32_matmuls)
+            # Quantise the plain export: the fused graph defeats the quantiser's shape inference.
+            # onnxruntime applies the same fusions to the INT8 graph when it loads it.
+            int8 = quantize_int8(raw, stage / "model.int8.onnx", int8_method, calibration=calib,
+                                 fp32_matmuls=fp32_matmuls)  # fmt: skip
+    return fp32, int8, calib_info
+
+
+def _calibration(tokenizer: Any, eval_sets: dict[str, Examples], parity: list[str], max_length: int,
+                 fp32_matmuls: str) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:  # fmt: skip
+    """SmoothQuant calibration batches from texts outside the parity sample, and the manifest's note on them."""
+    held_out, per_set = calibration_texts(eval_sets, parity)
+    # Small evaluation sets (smoke runs) may all go to parity: calibrate on those, and say so.
+    disjoint = len(held_out) >= 32
+    calib_texts = held_out if disjoint else parity
+    calib = calibration_feeds(tokenizer, calib_texts, max_length)
+    calib_info = {"texts": len(calib_texts), "disjoint_from_parity": disjoint,
+                  "per_set": per_set if disjoint else {}, "fp32_matmuls": fp32_matmuls}  # fmt: skip
+    return calib, calib_info
+
+
+def _parity(model: MultiTaskModel, tokenizer: Any, stage: Path, fp32: Path, int8: Path, texts: list[str],
+            text_langs: list[str], max_length: int, bounds: ParityBounds) -> dict[str, Any]:  # fmt: skip
+    """torch, ONNX fp32 and ONNX INT8 compared pairwise on the parity texts, pooled and per language."""
     tok_file = stage / "tokenizer.json"
+    tasks = list(model.task_names)
     ref = torch_probs(model, tokenizer, texts, max_length)
     p32 = ort_probs(fp32, tok_file, texts, max_length, tasks)
     p8 = ort_probs(int8, tok_file, texts, max_length, tasks)
-    parity = {"texts": len(texts), "texts_by_language": dict(sorted(Counter(text_langs).items())),
-              "bounds": bounds.__dict__, "torch_vs_fp32": compare(ref, p32),
-              "torch_vs_int8": compare(ref, p8), "fp32_vs_int8": compare(p32, p8),
-              "by_language": {pair: compare_by_language(a, b, text_langs)
-                              for pair, (a, b) in {"torch_vs_fp32": (ref, p32), "torch_vs_int8": (ref, p8),
-                                                   "fp32_vs_int8": (p32, p8)}.items()}}  # fmt: skip
-    timings["parity"] = time.monotonic() - t0
+    return {"texts": len(texts), "texts_by_language": dict(sorted(Counter(text_langs).items())),
+            "bounds": bounds.__dict__, "torch_vs_fp32": compare(ref, p32),
+            "torch_vs_int8": compare(ref, p8), "fp32_vs_int8": compare(p32, p8),
+            "by_language": {pair: compare_by_language(a, b, text_langs)
+                            for pair, (a, b) in {"torch_vs_fp32": (ref, p32), "torch_vs_int8": (ref, p8),
+                                                 "fp32_vs_int8": (p32, p8)}.items()}}  # fmt: skip
+
+
+def _gate_parity(stage: Path, parity: dict[str, Any], bounds: ParityBounds, int8_method: str) -> None:
+    """Raise ParityError when fp32 or INT8 drifts from torch for any task in any language."""
     # Kept in the staging directory when a gate fails, for a look at every task and language.
     (stage / "parity.json").write_text(json.dumps(parity, indent=2))
     detail = f"(all numbers: {stage / 'parity.json'})"
@@ -254,14 +312,20 @@ def export_bundle(
     check_parity(parity["torch_vs_fp32"], bounds.fp32_min_agreement, bounds.fp32_max_prob_diff, "ONNX fp32")
     check_parity(parity["torch_vs_int8"], bounds.int8_min_agreement, bounds.int8_max_prob_diff, "ONNX INT8")
     (stage / "parity.json").unlink()
-    manifest: dict[str, Any] = {
+
+
+def _manifest(meta: dict[str, Any], name: str, version: str | None, languages: list[str], tasks: list[str],
+              int8_method: str, calib_info: dict[str, Any] | None, parity: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """manifest.json before evaluation: what the bundle holds, how it was trained, its parity numbers."""
+    cfg = meta["config"]
+    return {
         "name": name,
         "version": version or datetime.now(UTC).strftime("%Y.%m.%d.%H%M"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "backbone": cfg["backbone"],
         "languages": languages,
         "tasks": {t: {"labels": list(TASK_LABELS[t]), "output": f"{t}_logits"} for t in tasks},
-        "max_length": max_length,
+        "max_length": int(cfg["max_length"]),
         "tokenizer": "tokenizer.json",
         "onnx": {"opset": 17, "inputs": ["input_ids", "attention_mask"], "int8": int8_method}
         | ({"int8_calibration": calib_info} if calib_info else {}),
@@ -276,15 +340,17 @@ def export_bundle(
         "data_fingerprint": meta["data"],
         "parity": parity,
     }
-    write_manifest(stage, manifest)
-    t0 = time.monotonic()
+
+
+def _evaluate_stage(stage: Path, eval_sets: dict[str, Examples], title: str, parity: dict[str, Any]) -> dict[str, Any]:
+    """The staged bundle scored as the worker loads it (fp32 and INT8): the manifest's metrics, and eval.md."""
     probs32 = bundle_probs(stage, eval_sets, "fp32")
     probs8 = bundle_probs(stage, eval_sets, "int8")
     res32, res8 = reports(eval_sets, probs32, "fp32"), reports(eval_sets, probs8, "int8")
     lang8 = language_reports(eval_sets, probs8, "int8")
     agreement = int8_vs_fp32(eval_sets, probs32, probs8)
     agreement_lang = int8_vs_fp32_by_language(eval_sets, probs32, probs8)
-    manifest["metrics"] = {
+    metrics = {
         "served_variant": "int8",
         "int8": {k: {m: v[m] for m in SUMMARY_KEYS} for k, v in res8.items()},
         "fp32": {k: {m: v[m] for m in SUMMARY_KEYS} for k, v in res32.items()},
@@ -292,21 +358,16 @@ def export_bundle(
         "int8_vs_fp32": agreement,
         "int8_vs_fp32_by_language": agreement_lang,
     }
-    extra = {"fp32": manifest["metrics"]["fp32"], "int8_vs_fp32": agreement,
+    extra = {"fp32": metrics["fp32"], "int8_vs_fp32": agreement,
              "int8_vs_fp32_by_language": agreement_lang, "parity": parity}  # fmt: skip
-    write_report(res8, stage, extra=extra, title=f"{name} {manifest['version']} (INT8, as served)",
-                 by_language=lang8)  # fmt: skip
-    timings["evaluate"] = time.monotonic() - t0
+    write_report(res8, stage, extra=extra, title=f"{title} (INT8, as served)", by_language=lang8)
+    return metrics
+
+
+def _gate_int8_agreement(agreement: dict[str, Any], bounds: ParityBounds) -> None:
+    """Raise ParityError when the served INT8 model disagrees with fp32 ONNX too often on any evaluation set."""
     low = [f"{k} ({a['task']}, {a['lang']}) {a['argmax_agreement']:.4f}" for k, a in agreement.items()
            if a["argmax_agreement"] < bounds.int8_min_agreement]  # fmt: skip
     if low:
         raise ParityError(f"INT8 vs fp32 argmax agreement below {bounds.int8_min_agreement} on "
                           f"{'; '.join(low)}; {INT8_HINT}")  # fmt: skip
-    if not keep_fp32:
-        (stage / "model.onnx").unlink()
-    manifest["export_seconds"] = round(time.monotonic() - started, 1)
-    manifest["export_timings"] = {k: round(v, 1) for k, v in timings.items()}
-    write_manifest(stage, manifest)
-    shutil.rmtree(out, ignore_errors=True)
-    stage.rename(out)
-    return json.loads((out / "manifest.json").read_text())

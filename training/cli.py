@@ -269,64 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    _add_train_command(sub)
+    _add_export_command(sub)
+    _add_build_command(sub)
+    _add_evaluate_command(sub)
+    _add_predict_command(sub)
+    return p
 
-    def train_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--backbone", help=f"directory or package with the weights (default {DEFAULT_BACKBONE}, "
-                        "or the recipe's)")  # fmt: skip
-        sp.add_argument("--tasks", default="topic,sentiment", help="comma list: topic, sentiment or both (one encoder)")
-        for t in ("topic", "sentiment"):
-            sp.add_argument(f"--{t}-train", help=f"labeled {t} training file (CSV/JSONL/Parquet)")
-            sp.add_argument(f"--{t}-valid", help=f"labeled {t} validation file (early stopping)")
-        sp.add_argument(
-            "--epochs", type=float, default=3.0, help="passes over the training data (early stopping may end sooner)"
-        )
-        sp.add_argument("--batch-size", type=int, default=32, help="texts per step; each batch holds one task")
-        sp.add_argument("--lr", type=float, default=8e-5, help="encoder learning rate (heads use 1e-3)")
-        sp.add_argument("--max-length", type=int,
-                        help="tokens per text (default 64, or the recipe's); batches pad to their longest text")  # fmt: skip
-        sp.add_argument("--seed", type=int, default=13, help="seed for weights of the heads and batch order")
-        sp.add_argument("--eval-every", type=int, default=0,
-                        help="steps between validations (0: --evals-per-epoch times per epoch)")  # fmt: skip
-        sp.add_argument("--evals-per-epoch", type=int, default=2, help="validations per epoch (early stopping)")
-        sp.add_argument("--patience", type=int, default=3, help="stop after this many validations without gain")
-        sp.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
-        sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-        sp.add_argument("--limit", type=int, help="use a seeded random N rows of each file (smoke runs)")
-        sp.add_argument("--random-init", action="store_true", help="tiny random encoder (tests only)")
-        sp.add_argument("--balanced-tasks", action="store_true",
-                        help="give every task as many batches per epoch as the largest one (re-sampling smaller ones)")  # fmt: skip
-        sp.add_argument("--recipe", default="default",
-                        help="default: the twitter sets (--tasks, --*-train files); multilingual: tweets + SEntFiN + "
-                        "FinFE sentiment, tweets + FinNL topic on e5-small-multilingual, validated per dataset and "
-                        "language (training/sources.py); or a recipe .toml file")  # fmt: skip
-        sp.add_argument("--resume", action="store_true",
-                        help="continue from the run dir's checkpoint.pt (written at every validation); without "
-                        "--resume or --restart a checkpoint of the same run is continued anyway")  # fmt: skip
-        sp.add_argument("--restart", action="store_true", help="ignore the run dir's checkpoint and train from scratch")
 
-    def eval_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--news-eval", help="held-out news sentiment file (default: PhraseBank 75%% agreement)")
-        sp.add_argument("--name", help="bundle name in the manifest (default finsent-minilm-l6, or finsent-<recipe>)")
-        sp.add_argument("--version", help="bundle version (default: UTC date and time)")
-        sp.add_argument("--min-int8-agreement", type=float, default=0.99,
-                        help="fail the export when INT8 agrees with torch/fp32 on fewer argmaxes than this, for any "
-                        "task in any language of the run")  # fmt: skip
-        sp.add_argument("--max-int8-prob-diff", type=float, default=0.25,
-                        help="fail the export when an INT8 probability differs from torch by more than this")  # fmt: skip
-        sp.add_argument("--int8-method", choices=["dynamic-smooth", "weight-only", "dynamic"], default="dynamic-smooth",
-                        help="dynamic-smooth (default, the shipped bundle's): dynamic INT8 after SmoothQuant scaling "
-                        "calibrated on held-out texts, FFN down-projections in fp32 (see --int8-fp32-matmuls); "
-                        "weight-only: 8-bit weights, fp32 activations (MatMulNBits; closest to fp32, smallest, no "
-                        "faster than fp32); dynamic: plain dynamic INT8 (fastest on VNNI/AMX CPUs, ~97%% agreement)")  # fmt: skip
-        sp.add_argument("--int8-fp32-matmuls", default=None,
-                        help="dynamic-smooth only: regex of MatMul node names left in fp32 (default: BERT's FFN "
-                        "down-projections, the hardest to quantise); '' quantises every weight MatMul")  # fmt: skip
-
+def _add_train_command(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     sp = sub.add_parser("train", help="fine-tune; writes a run directory with the best checkpoint")
-    train_args(sp)
+    _add_train_args(sp)
     sp.add_argument("--out", required=True, help="run directory")
     sp.set_defaults(func=cmd_train)
 
+
+def _add_export_command(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     sp = sub.add_parser("export", help="run -> bundle: ONNX, INT8, parity check, evaluation report, manifest")
     sp.add_argument("run", help="run directory from 'train'")
     sp.add_argument("--out", required=True, help="bundle directory")
@@ -334,16 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, help="evaluate on the first N rows of each set")
     sp.add_argument("--topic-valid")
     sp.add_argument("--sentiment-valid")
-    eval_args(sp)
+    _add_export_args(sp)
     sp.set_defaults(func=cmd_export)
 
+
+def _add_build_command(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     sp = sub.add_parser("build", help="train + export + evaluate (INT8 only) in one go, resumable, each stage timed")
-    train_args(sp)
-    eval_args(sp)
+    _add_train_args(sp)
+    _add_export_args(sp)
     sp.add_argument("--run", help="run directory (default runs/build, or runs/build-<recipe>); keeps checkpoint.pt")
     sp.add_argument("--out", help="bundle directory (default models/finsent-minilm-l6; required with --recipe)")
     sp.set_defaults(func=cmd_build)
 
+
+def _add_evaluate_command(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     sp = sub.add_parser("evaluate", help="score a labeled file with a bundle; accuracy, macro-F1, ECE, report")
     sp.add_argument("bundle")
     sp.add_argument("file", help="CSV, JSONL or Parquet with text and label columns")
@@ -354,12 +316,69 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="directory for eval.json, eval.md and confusion PNGs")
     sp.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict_command(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     sp = sub.add_parser("predict", help="score texts given as arguments (or one per line on stdin)")
     sp.add_argument("bundle")
     sp.add_argument("text", nargs="*")
     sp.add_argument("--variant", choices=["auto", "int8", "fp32"], default="auto")
     sp.set_defaults(func=cmd_predict)
-    return p
+
+
+def _add_train_args(sp: argparse.ArgumentParser) -> None:
+    """Options of `train`, shared with `build`."""
+    sp.add_argument("--backbone", help=f"directory or package with the weights (default {DEFAULT_BACKBONE}, "
+                    "or the recipe's)")  # fmt: skip
+    sp.add_argument("--tasks", default="topic,sentiment", help="comma list: topic, sentiment or both (one encoder)")
+    for t in ("topic", "sentiment"):
+        sp.add_argument(f"--{t}-train", help=f"labeled {t} training file (CSV/JSONL/Parquet)")
+        sp.add_argument(f"--{t}-valid", help=f"labeled {t} validation file (early stopping)")
+    sp.add_argument(
+        "--epochs", type=float, default=3.0, help="passes over the training data (early stopping may end sooner)"
+    )
+    sp.add_argument("--batch-size", type=int, default=32, help="texts per step; each batch holds one task")
+    sp.add_argument("--lr", type=float, default=8e-5, help="encoder learning rate (heads use 1e-3)")
+    sp.add_argument("--max-length", type=int,
+                    help="tokens per text (default 64, or the recipe's); batches pad to their longest text")  # fmt: skip
+    sp.add_argument("--seed", type=int, default=13, help="seed for weights of the heads and batch order")
+    sp.add_argument("--eval-every", type=int, default=0,
+                    help="steps between validations (0: --evals-per-epoch times per epoch)")  # fmt: skip
+    sp.add_argument("--evals-per-epoch", type=int, default=2, help="validations per epoch (early stopping)")
+    sp.add_argument("--patience", type=int, default=3, help="stop after this many validations without gain")
+    sp.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--limit", type=int, help="use a seeded random N rows of each file (smoke runs)")
+    sp.add_argument("--random-init", action="store_true", help="tiny random encoder (tests only)")
+    sp.add_argument("--balanced-tasks", action="store_true",
+                    help="give every task as many batches per epoch as the largest one (re-sampling smaller ones)")  # fmt: skip
+    sp.add_argument("--recipe", default="default",
+                    help="default: the twitter sets (--tasks, --*-train files); multilingual: tweets + SEntFiN + "
+                    "FinFE sentiment, tweets + FinNL topic on e5-small-multilingual, validated per dataset and "
+                    "language (training/sources.py); or a recipe .toml file")  # fmt: skip
+    sp.add_argument("--resume", action="store_true",
+                    help="continue from the run dir's checkpoint.pt (written at every validation); without "
+                    "--resume or --restart a checkpoint of the same run is continued anyway")  # fmt: skip
+    sp.add_argument("--restart", action="store_true", help="ignore the run dir's checkpoint and train from scratch")
+
+
+def _add_export_args(sp: argparse.ArgumentParser) -> None:
+    """Options of `export` (bundle name, version, INT8 method and its parity bounds), shared with `build`."""
+    sp.add_argument("--news-eval", help="held-out news sentiment file (default: PhraseBank 75%% agreement)")
+    sp.add_argument("--name", help="bundle name in the manifest (default finsent-minilm-l6, or finsent-<recipe>)")
+    sp.add_argument("--version", help="bundle version (default: UTC date and time)")
+    sp.add_argument("--min-int8-agreement", type=float, default=0.99,
+                    help="fail the export when INT8 agrees with torch/fp32 on fewer argmaxes than this, for any "
+                    "task in any language of the run")  # fmt: skip
+    sp.add_argument("--max-int8-prob-diff", type=float, default=0.25,
+                    help="fail the export when an INT8 probability differs from torch by more than this")  # fmt: skip
+    sp.add_argument("--int8-method", choices=["dynamic-smooth", "weight-only", "dynamic"], default="dynamic-smooth",
+                    help="dynamic-smooth (default, the shipped bundle's): dynamic INT8 after SmoothQuant scaling "
+                    "calibrated on held-out texts, FFN down-projections in fp32 (see --int8-fp32-matmuls); "
+                    "weight-only: 8-bit weights, fp32 activations (MatMulNBits; closest to fp32, smallest, no "
+                    "faster than fp32); dynamic: plain dynamic INT8 (fastest on VNNI/AMX CPUs, ~97%% agreement)")  # fmt: skip
+    sp.add_argument("--int8-fp32-matmuls", default=None,
+                    help="dynamic-smooth only: regex of MatMul node names left in fp32 (default: BERT's FFN "
+                    "down-projections, the hardest to quantise); '' quantises every weight MatMul")  # fmt: skip
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

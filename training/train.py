@@ -32,7 +32,7 @@ from torch import nn
 
 from training.data import TASK_LABELS, DataError, Examples
 from training.metrics import classification_report
-from training.model import build_model, encode
+from training.model import MultiTaskModel, build_model, encode
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,29 @@ def evaluate_model(model: nn.Module, tokenizer: object, valid: dict[str, Example
     return _evaluate(model, tokenizer, valid, cfg)[0]
 
 
+@dataclass
+class _Run:
+    """Everything one training run changes as it goes, and all a checkpoint has to restore."""
+
+    model: MultiTaskModel
+    tokenizer: object
+    out: Path  # run directory
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    losses: dict[str, nn.Module]
+    rng: random.Random  # draws each epoch's batch plan
+    total: int  # optimiser steps of the whole run
+    eval_every: int
+    started: float
+    step: int = 0
+    best: float = -1.0
+    bad_evals: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    ema: dict[str, float] = field(default_factory=dict)
+    best_report: dict[str, Any] | None = None
+    skip: int = 0  # batches of the current epoch's plan already trained (resume)
+
+
 def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[str, Examples], out: Path,
           progress: bool = True, resume: bool | None = None,
           on_step: Callable[[int], None] | None = None) -> TrainResult:  # fmt: skip
@@ -200,24 +223,75 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
 
     out = Path(out)
     identity = _run_identity(cfg, train_sets, valid_sets)
-    saved: dict[str, Any] | None = None
+    saved = _checkpoint_to_resume(out, identity, resume)
+    if saved is not None and (finished := _finished_result(out, saved)) is not None:
+        return finished
+    run = _set_up(cfg, train_sets, out)
+    if saved is not None:
+        _restore(run, saved)
+        log.warning("resuming %s at step %d of %d", out, run.step, run.total)
+    bar = tqdm(total=run.total, initial=run.step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    # A finished checkpoint without train.json: killed between the last validation and the write below.
+    stop = run.step >= run.total or bool(saved and saved.get("done"))
+    while not stop:
+        plan_state = run.rng.getstate()
+        for pos, (task, idx) in enumerate(plan_batches(train_sets, cfg.batch_size, run.rng, cfg.balanced_tasks)):
+            if pos < run.skip:
+                continue
+            _train_step(run, cfg, train_sets[task], task, idx, bar)
+            if on_step is not None:
+                on_step(run.step)
+            if run.step % run.eval_every == 0 or run.step >= run.total:
+                stop = _validate(run, cfg, valid_sets, bar)
+                _save_checkpoint(run.out, _checkpoint_state(run, identity, plan_state, pos + 1, stop))
+                if stop:
+                    break
+            if run.step >= run.total:
+                stop = True
+                break
+        run.skip = 0
+    bar.close()
+    run.tokenizer.save_pretrained(str(out / "tokenizer"))  # type: ignore[attr-defined]
+    _write_train_json(run, cfg, train_sets, valid_sets)
+    return TrainResult(out / "best.pt", run.best, run.step, time.monotonic() - run.started, run.history)
+
+
+def _checkpoint_to_resume(out: Path, identity: dict[str, Any], resume: bool | None) -> dict[str, Any] | None:
+    """The checkpoint this call continues from, or None when it starts over (removing any old checkpoint).
+
+    A checkpoint of another run (other config or data) is refused rather than overwritten.
+    """
     if resume is None:
         resume = has_checkpoint(out)
-    if resume:
-        if not has_checkpoint(out):
-            raise DataError(f"--resume: {out} has no {CHECKPOINT} to continue from")
-        saved = _load_checkpoint(out)
-        diff = _identity_diff(saved["identity"], identity)
-        if diff:
-            raise DataError(f"{out / CHECKPOINT} is from a different run ({', '.join(diff)} differ): "
-                            "use another run directory, or --restart to train this one from scratch")  # fmt: skip
-        if saved.get("done") and (out / "train.json").is_file():
-            meta = json.loads((out / "train.json").read_text())
-            log.warning("%s: training already finished at step %d; nothing to resume", out, meta["steps"])
-            return TrainResult(out / "best.pt", float(meta["best_mean_macro_f1"]), int(meta["steps"]),
-                               0.0, meta.get("history", []))  # fmt: skip
-    elif has_checkpoint(out):
-        (out / CHECKPOINT).unlink()
+    if not resume:
+        if has_checkpoint(out):
+            (out / CHECKPOINT).unlink()
+        return None
+    if not has_checkpoint(out):
+        raise DataError(f"--resume: {out} has no {CHECKPOINT} to continue from")
+    saved = _load_checkpoint(out)
+    diff = _identity_diff(saved["identity"], identity)
+    if diff:
+        raise DataError(f"{out / CHECKPOINT} is from a different run ({', '.join(diff)} differ): "
+                        "use another run directory, or --restart to train this one from scratch")  # fmt: skip
+    return saved
+
+
+def _finished_result(out: Path, saved: dict[str, Any]) -> TrainResult | None:
+    """The result of a run that already finished and wrote train.json, so it is not trained again."""
+    if not (saved.get("done") and (out / "train.json").is_file()):
+        return None
+    meta = json.loads((out / "train.json").read_text())
+    log.warning("%s: training already finished at step %d; nothing to resume", out, meta["steps"])
+    return TrainResult(out / "best.pt", float(meta["best_mean_macro_f1"]), int(meta["steps"]),
+                       0.0, meta.get("history", []))  # fmt: skip
+
+
+def _set_up(cfg: TrainConfig, train_sets: dict[str, Examples], out: Path) -> _Run:
+    """Seeds, model, class-weighted losses, AdamW (encoder and heads at their own rates), warm-up then linear decay.
+
+    The order of the seeded calls is part of the recipe: changing it changes the weights a seed gives.
+    """
     torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -225,7 +299,7 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
     tasks = {t: len(TASK_LABELS[t]) for t in cfg.tasks}
     model, tokenizer = build_model(cfg.backbone, tasks, random_init=cfg.random_init)
     weights = {t: class_weights(train_sets[t], n) for t, n in tasks.items()}
-    losses = {t: nn.CrossEntropyLoss(weight=weights[t]) for t in tasks}
+    losses: dict[str, nn.Module] = {t: nn.CrossEntropyLoss(weight=weights[t]) for t in tasks}
     steps_per_epoch = len(plan_batches(train_sets, cfg.batch_size, random.Random(0), cfg.balanced_tasks))
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
     eval_every = cfg.eval_every or max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
@@ -238,105 +312,101 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm))
     )
-    best, bad_evals, step = -1.0, 0, 0
-    history: list[dict[str, Any]] = []
-    ckpt = out / "best.pt"
-    started = time.monotonic()
-    ema: dict[str, float] = {}
-    best_report: dict[str, Any] | None = None
-    skip = 0  # batches of the current epoch's plan already trained (resume)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        step, best, bad_evals = int(saved["step"]), float(saved["best"]), int(saved["bad_evals"])
-        history, ema, best_report = saved["history"], saved["ema"], saved["best_report"]
-        started -= float(saved["seconds"])
-        rng.setstate(saved["rng"]["plan"])  # the state the current epoch's plan was drawn from
-        skip = int(saved["epoch_pos"])
-        random.setstate(saved["rng"]["python"])
-        np.random.set_state(saved["rng"]["numpy"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        log.warning("resuming %s at step %d of %d", out, step, total)
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
-    # A finished checkpoint without train.json: killed between the last validation and the write below.
-    stop = step >= total or bool(saved and saved.get("done"))
-    while not stop:
-        plan_state = rng.getstate()
-        for pos, (task, idx) in enumerate(plan_batches(train_sets, cfg.batch_size, rng, cfg.balanced_tasks)):
-            if pos < skip:
-                continue
-            model.train()
-            ex = train_sets[task]
-            enc = encode(tokenizer, [ex.texts[i] for i in idx], cfg.max_length)
-            y = torch.tensor([ex.labels[i] for i in idx])
-            logits = model(**enc)[model.task_names.index(task)]
-            loss = losses[task](logits, y)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            ema[task] = 0.9 * ema.get(task, loss.item()) + 0.1 * loss.item()
-            bar.set_postfix({f"loss_{t[:4]}": f"{v:.3f}" for t, v in ema.items()})
-            bar.update(1)
-            if on_step is not None:
-                on_step(step)
-            if step % eval_every == 0 or step >= total:
-                scores, by_lang = _evaluate(model, tokenizer, valid_sets, cfg)
-                mean_f1 = float(np.mean([s["macro_f1"] for s in scores.values()]))
-                row = {"step": step, "seconds": round(time.monotonic() - started, 1), "mean_macro_f1": mean_f1,
-                       **{f"{t}_macro_f1": s["macro_f1"] for t, s in scores.items()},
-                       **{f"{t}_accuracy": s["accuracy"] for t, s in scores.items()},
-                       **{f"lang_{k}_macro_f1": s["macro_f1"] for k, s in by_lang.items()}}  # fmt: skip
-                history.append(row)
-                bar.write(json.dumps(row))
-                if mean_f1 > best:
-                    best, bad_evals = mean_f1, 0
-                    torch.save(model.state_dict(), ckpt)
-                    if by_lang:  # multi-dataset recipes: the report of the checkpoint that is kept
-                        best_report = {"step": step, "datasets": _brief(scores), "languages": _brief(by_lang)}
-                else:
-                    bad_evals += 1
-                    if bad_evals >= cfg.patience:
-                        bar.write(f"early stop: no gain in {cfg.patience} evaluations")
-                        stop = True
-                _save_checkpoint(out, {
-                    "identity": identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "step": step, "best": best, "bad_evals": bad_evals,
-                    "history": history, "ema": ema, "best_report": best_report,
-                    "seconds": time.monotonic() - started, "epoch_pos": pos + 1,
-                    "rng": {"plan": plan_state, "python": random.getstate(), "numpy": np.random.get_state(),
-                            "torch": torch.get_rng_state()},
-                    "done": stop or step >= total,
-                })  # fmt: skip
-                if stop:
-                    break
-            if step >= total:
-                stop = True
-                break
-        skip = 0
-    bar.close()
-    tokenizer.save_pretrained(str(out / "tokenizer"))  # type: ignore[attr-defined]
-    meta = {"config": {**asdict(cfg), "tasks": list(cfg.tasks)}, "history": history, "best_mean_macro_f1": best,
-            "steps": step, "seconds": round(time.monotonic() - started, 1),
-            "data": {t: {"source": e.source, "rows": len(e.texts), "fingerprint": e.fingerprint(),
-                         "skipped": dict(e.skipped)} for t, e in train_sets.items()}}  # fmt: skip
+    return _Run(model, tokenizer, out, opt, sched, losses, rng, total, eval_every, started=time.monotonic())
+
+
+def _restore(run: _Run, saved: dict[str, Any]) -> None:
+    """Put a fresh run back where the checkpoint left it, RNG states included, so it ends with the same weights."""
+    run.model.load_state_dict(saved["model"])
+    run.opt.load_state_dict(saved["optimizer"])
+    run.sched.load_state_dict(saved["scheduler"])
+    run.step, run.best, run.bad_evals = int(saved["step"]), float(saved["best"]), int(saved["bad_evals"])
+    run.history, run.ema, run.best_report = saved["history"], saved["ema"], saved["best_report"]
+    run.started -= float(saved["seconds"])
+    run.rng.setstate(saved["rng"]["plan"])  # the state the current epoch's plan was drawn from
+    run.skip = int(saved["epoch_pos"])
+    random.setstate(saved["rng"]["python"])
+    np.random.set_state(saved["rng"]["numpy"])
+    torch.set_rng_state(saved["rng"]["torch"])
+
+
+def _train_step(run: _Run, cfg: TrainConfig, ex: Examples, task: str, idx: list[int], bar: Any) -> None:
+    """One optimiser step on one single-task batch (gradients clipped to norm 1), and its loss on the bar."""
+    run.model.train()
+    enc = encode(run.tokenizer, [ex.texts[i] for i in idx], cfg.max_length)
+    y = torch.tensor([ex.labels[i] for i in idx])
+    logits = run.model(**enc)[run.model.task_names.index(task)]
+    loss = run.losses[task](logits, y)
+    run.opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.opt.step()
+    run.sched.step()
+    run.step += 1
+    run.ema[task] = 0.9 * run.ema.get(task, loss.item()) + 0.1 * loss.item()
+    bar.set_postfix({f"loss_{t[:4]}": f"{v:.3f}" for t, v in run.ema.items()})
+    bar.update(1)
+
+
+def _validate(run: _Run, cfg: TrainConfig, valid_sets: dict[str, Examples], bar: Any) -> bool:
+    """Score the validation sets, keep `best.pt` when the mean macro-F1 improved; True when patience ran out."""
+    scores, by_lang = _evaluate(run.model, run.tokenizer, valid_sets, cfg)
+    mean_f1 = float(np.mean([s["macro_f1"] for s in scores.values()]))
+    row = {"step": run.step, "seconds": round(time.monotonic() - run.started, 1), "mean_macro_f1": mean_f1,
+           **{f"{t}_macro_f1": s["macro_f1"] for t, s in scores.items()},
+           **{f"{t}_accuracy": s["accuracy"] for t, s in scores.items()},
+           **{f"lang_{k}_macro_f1": s["macro_f1"] for k, s in by_lang.items()}}  # fmt: skip
+    run.history.append(row)
+    bar.write(json.dumps(row))
+    if mean_f1 > run.best:
+        run.best, run.bad_evals = mean_f1, 0
+        torch.save(run.model.state_dict(), run.out / "best.pt")
+        if by_lang:  # multi-dataset recipes: the report of the checkpoint that is kept
+            run.best_report = {"step": run.step, "datasets": _brief(scores), "languages": _brief(by_lang)}
+        return False
+    run.bad_evals += 1
+    if run.bad_evals >= cfg.patience:
+        bar.write(f"early stop: no gain in {cfg.patience} evaluations")
+        return True
+    return False
+
+
+def _checkpoint_state(run: _Run, identity: dict[str, Any], plan_state: object, epoch_pos: int,
+                      stop: bool) -> dict[str, Any]:  # fmt: skip
+    """checkpoint.pt's contents: `epoch_pos` batches of the plan drawn from `plan_state` are trained."""
+    return {
+        "identity": identity, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(), "step": run.step, "best": run.best, "bad_evals": run.bad_evals,
+        "history": run.history, "ema": run.ema, "best_report": run.best_report,
+        "seconds": time.monotonic() - run.started, "epoch_pos": epoch_pos,
+        "rng": {"plan": plan_state, "python": random.getstate(), "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state()},
+        "done": stop or run.step >= run.total,
+    }  # fmt: skip
+
+
+def _write_train_json(run: _Run, cfg: TrainConfig, train_sets: dict[str, Examples],
+                      valid_sets: dict[str, Examples]) -> None:  # fmt: skip
+    """train.json: config, history, best score and the data trained and validated on."""
+    meta: dict[str, Any] = {
+        "config": {**asdict(cfg), "tasks": list(cfg.tasks)}, "history": run.history, "best_mean_macro_f1": run.best,
+        "steps": run.step, "seconds": round(time.monotonic() - run.started, 1),
+        "data": {t: {"source": e.source, "rows": len(e.texts), "fingerprint": e.fingerprint(),
+                     "skipped": dict(e.skipped)} for t, e in train_sets.items()},
+    }  # fmt: skip
     for t, e in train_sets.items():
         if e.origins:
             meta["data"][t]["rows_by_source"] = dict(
                 Counter(f"{o} ({g})" for o, g in zip(e.origins, e.langs, strict=True))
             )
-    if best_report is not None:
-        meta["best_eval"] = best_report
+    if run.best_report is not None:
+        meta["best_eval"] = run.best_report
     # Every validation set with its task, source and languages: export draws its calibration and
     # parity texts, and reports, from the same sets (training.bundle_export).
     meta["valid_sets"] = {n: {"task": e.task, "source": e.source, "rows": len(e.texts),
                               "langs": dict(Counter(e.langs)) if e.langs else {}}
                           for n, e in valid_sets.items()}  # fmt: skip
-    (out / "train.json").write_text(json.dumps(meta, indent=2))
-    return TrainResult(ckpt, best, step, time.monotonic() - started, history)
+    (run.out / "train.json").write_text(json.dumps(meta, indent=2))
 
 
 def _brief(reports: dict[str, Any]) -> dict[str, dict[str, float]]:

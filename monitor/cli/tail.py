@@ -18,7 +18,7 @@ import argparse
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
@@ -53,6 +53,11 @@ def _num(v: Any, default: float = 0.0) -> float:
         return default
 
 
+def _mapping(v: Any) -> Mapping[str, Any]:
+    """`v` if it is a mapping (a record's nested object), else an empty one."""
+    return v if isinstance(v, Mapping) else {}
+
+
 def one_line(text: Any, limit: int = TEXT_CHARS) -> str:
     """Whitespace collapsed and cut with an ellipsis, so one record stays one line."""
     s = " ".join(str(text or "").split())
@@ -61,8 +66,8 @@ def one_line(text: Any, limit: int = TEXT_CHARS) -> str:
 
 def format_scored(item: Mapping[str, Any], *, tz: tzinfo | None = None, text_chars: int = TEXT_CHARS) -> Text:
     """`time  SENT(+0.83)  topic  entities  text…` for one scored item."""
-    sent = item.get("sentiment") if isinstance(item.get("sentiment"), Mapping) else {}
-    topic = item.get("topic") if isinstance(item.get("topic"), Mapping) else {}
+    sent = _mapping(item.get("sentiment"))
+    topic = _mapping(item.get("topic"))
     label = str(sent.get("label") or "?")
     when = item.get("event_time") or item.get("published_at") or item.get("scored_at")
     entities = ",".join(str(e) for e in item.get("entities") or [])
@@ -148,7 +153,7 @@ def format_alert(alert: Mapping[str, Any], *, tz: tzinfo | None = None, evidence
 
 def format_deadletter(record: Mapping[str, Any], *, tz: tzinfo | None = None) -> Text:
     """Reason, detail, where it came from, and the start of the raw bytes."""
-    origin = record.get("origin") if isinstance(record.get("origin"), Mapping) else {}
+    origin = _mapping(record.get("origin"))
     out = Text()
     out.append(fmt_time(record.get("failed_at"), tz), style="cyan")
     out.append(f"  {record.get('error') or '?'}", style="bold red")
@@ -284,7 +289,7 @@ def follow(
     idle_timeout: float | None = None,
     poll_ms: int = 250,
     start_wait_s: float = 5.0,
-) -> Iterator[TailRecord]:
+) -> Generator[TailRecord, None, None]:
     """Yield records of `topic` as they arrive, until `stop` is set or nothing came for `idle_timeout` s.
 
     Reads all partitions with `assign` (no consumer group: nothing to

@@ -116,7 +116,8 @@ def run_worker(settings: Settings, extra_models: list[Path] | None = None, creat
             bucket_size=settings.model.bucket_size,
         )
     except BundleError as exc:
-        raise CliError(f"cannot load model bundle: {exc}") from None
+        hint = "" if Path(settings.model.path).is_dir() else " (name one with --model DIR or FINSENT_MODEL__PATH)"
+        raise CliError(f"cannot load model bundle: {exc}{hint}") from None
     metrics = Metrics()
     pipeline = Pipeline(settings, models, metrics)
     check_kafka(settings, create_topics)

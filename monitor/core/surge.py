@@ -88,14 +88,21 @@ VAR_CLIP = 2.0
 
 
 class WindowLike(Protocol):
-    window_start: int
-    window_end: int
-    count: int
-    negative_share: float
-    evidence: list[dict[str, Any]]
+    """What the rule reads of a closed window (read-only, so frozen dataclasses such as ClosedWindow fit)."""
+
+    @property
+    def window_start(self) -> int: ...
+    @property
+    def window_end(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def negative_share(self) -> float: ...
+    @property
+    def evidence(self) -> list[dict[str, Any]]: ...
 
 
-def _negative_by_entity(window: Any) -> dict[str, int]:
+def _negative_by_entity(window: object) -> dict[str, int]:
     """The window's negatives per entity, if it has them (older windows and test doubles do not)."""
     got = getattr(window, "negative_by_entity", None)
     return dict(got) if isinstance(got, dict) else {}
@@ -110,15 +117,15 @@ class SurgeConfig:
     the rest confirmed by it (no other value did better on the tuning set).
     """
 
-    # z-score at or above which a window surges (3.5: at 3 a 20-30 item topic window false-alarms
-    # about once a day; 3.5 halves that and still finds >= 90 % of surges that double a share).
+    # z-score at or above which a window surges: at 3 small topic windows false-alarm too often;
+    # 3.5 roughly halves that and still finds nearly every surge that doubles a share (docs/ALERTS.md).
     k: float = 3.5
     # Fewest items in a window for it to fire (a 3-item window at 100% negative is noise).
     # = the volume guard of NegativeSentimentSurge in deploy/prometheus/rules/finsent-alerts.yml.
     min_volume: int = 20
     # Smallest negative share that can fire, however quiet the baseline. Low on purpose: the
     # count-aware z-score already demands real evidence, and at 0.4 a typical 15-20 % share
-    # that doubles never reaches it (recall 0.82 instead of 0.91 on the tuning set).
+    # that doubles never reaches it (the tuning run in docs/ALERTS.md loses recall there).
     min_share: float = 0.2
     # Weight of one full-volume window in the EW baseline (about the last 1/alpha windows count).
     alpha: float = 0.1
@@ -276,7 +283,7 @@ def _alert(state: str, st: dict[str, Any], dimension: str, key: str, w: Any, sta
 
 
 def attribution(
-    dimension: str, window: Any, share: float, count: int, baseline_mean: float, cfg: SurgeConfig
+    dimension: str, window: WindowLike, share: float, count: int, baseline_mean: float, cfg: SurgeConfig
 ) -> tuple[str | None, list[dict[str, Any]]]:
     """(derived_from, drivers) of a firing topic/all window: which company, if any, explains it.
 
@@ -289,11 +296,11 @@ def attribution(
     if dimension == "entity":
         return None, []
     by = _negative_by_entity(window)
-    drivers = [{"key": f"entity:{k}", "negative": int(n)} for k, n in list(by.items())[:3]]
+    drivers: list[dict[str, Any]] = [{"key": f"entity:{k}", "negative": int(n)} for k, n in list(by.items())[:3]]
     if not drivers:
         return None, []
     excess = share * count - baseline_mean * count
-    top = drivers[0]["negative"]
+    top: int = drivers[0]["negative"]
     if excess > 0 and top >= cfg.derive_share * excess and top >= cfg.min_share * cfg.min_volume:
         return str(drivers[0]["key"]), drivers
     return None, drivers

@@ -60,6 +60,7 @@ REASONS: tuple[str, ...] = (
     "bad_type",  # text, an optional string field or tickers of the wrong type
     "bad_timestamp",  # published_at present but unusable
     "processing_error",  # reserved for the worker: an unexpected error after validation
+    "aggregation_error",  # reserved for the worker: a trend event or key state the windows could not take
 )
 OPTIONAL_STR: tuple[str, ...] = ("title", "source", "url", "lang", "author")
 KNOWN: frozenset[str] = frozenset({"id", "text", "published_at", "tickers", *OPTIONAL_STR})
@@ -238,21 +239,8 @@ def _short(value: Any, limit: int = 40) -> str:
     return r if len(r) <= limit else r[: limit - 1] + "…"
 
 
-def validate(
-    raw: bytes | None,
-    *,
-    kafka_ts_ms: int | None = None,
-    max_bytes: int = 1_000_000,
-    max_depth: int = 32,
-    now_ms: int,
-) -> Item | Invalid:
-    """Check one raw message against the input contract (DESIGN.md, "Input item").
-
-    Never raises. `kafka_ts_ms` and `now_ms` are part of the contract so a
-    rule that needs time can use them without reading a clock; today the
-    event time is chosen afterwards by `event_time_ms`.
-    """
-    del kafka_ts_ms, now_ms  # see docstring
+def _decode_object(raw: bytes | None, max_bytes: int, max_depth: int) -> dict[str, Any] | Invalid:
+    """The message as a JSON object, or why it is not one (size, encoding, syntax, depth, shape)."""
     if not raw:
         return Invalid("empty", "message value is empty")
     if len(raw) > max_bytes:
@@ -273,7 +261,11 @@ def validate(
     if not isinstance(obj, dict):
         return Invalid("not_object", f"JSON {type(obj).__name__} where an object was expected")
 
-    ident = obj.get("id")
+    return obj
+
+
+def _item_id(ident: Any) -> str | Invalid:
+    """The item's id as a string usable as a Kafka key, or why it is not one."""
     if ident is None:
         return Invalid("missing_id", "field 'id' is required")
     if isinstance(ident, bool) or not isinstance(ident, str | int):
@@ -283,6 +275,30 @@ def validate(
         return Invalid("bad_id", f"'id' must be 1..{MAX_ID_CHARS} characters, not blank (got {len(ident)})")
     if _SURROGATE.search(ident):
         return Invalid("bad_id", "'id' holds a lone UTF-16 surrogate and cannot be a UTF-8 key")
+    return ident
+
+
+def validate(
+    raw: bytes | None,
+    *,
+    kafka_ts_ms: int | None = None,
+    max_bytes: int = 1_000_000,
+    max_depth: int = 32,
+    now_ms: int,
+) -> Item | Invalid:
+    """Check one raw message against the input contract (DESIGN.md, "Input item").
+
+    Never raises. `kafka_ts_ms` and `now_ms` are part of the contract so a
+    rule that needs time can use them without reading a clock; today the
+    event time is chosen afterwards by `event_time_ms`.
+    """
+    del kafka_ts_ms, now_ms  # see docstring
+    obj = _decode_object(raw, max_bytes, max_depth)
+    if isinstance(obj, Invalid):
+        return obj
+    ident = _item_id(obj.get("id"))
+    if isinstance(ident, Invalid):
+        return ident
 
     text = obj.get("text")
     if text is None:

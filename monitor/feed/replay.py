@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -214,6 +214,22 @@ class ReplayStats:
         return s
 
 
+def _check_surge_pool(rowset: RowSet, surge: Surge, label_col: str | None) -> None:
+    """A surge needs real negative rows to inject; say which are missing rather than replay without it."""
+    if surge_pool(rowset.rows, surge):
+        return
+    if surge.kind == "entity" and any(r.negative for r in rowset.rows):
+        raise FeedError(
+            f"{rowset.path} has no negative rows about one company to inject the {surge.label()} surge: "
+            f"none names {surge.key} alone, and none has an entity column naming the company to replace"
+        )
+    raise FeedError(
+        f"{rowset.path} has no rows labelled negative in column '{label_col}'"
+        + (f" with topic '{surge.key}'" if surge.kind == "topic" else "")
+        + f" to inject the {surge.label()} surge"
+    )
+
+
 def replay(
     settings: Settings,
     path: str | Path | RowSet,
@@ -244,21 +260,10 @@ def replay(
     rowset = path if isinstance(path, RowSet) else load_rows(
         path, text_col=text_col, id_col=id_col, label_col=label_col, topic_col=topic_col, entity_col=entity_col
     )  # fmt: skip
-    if surge and not surge_pool(rowset.rows, surge):
-        if surge.kind == "entity" and any(r.negative for r in rowset.rows):
-            raise FeedError(
-                f"{rowset.path} has no negative rows about one company to inject the {surge.label()} surge: "
-                f"none names {surge.key} alone, and none has an entity column naming the company to replace"
-            )
-        raise FeedError(
-            f"{rowset.path} has no rows labelled negative in column '{label_col}'"
-            + (f" with topic '{surge.key}'" if surge.kind == "topic" else "")
-            + f" to inject the {surge.label()} surge"
-        )
+    if surge:
+        _check_surge_pool(rowset, surge, label_col)
     if create_topic:
         ensure_topic(settings, topic)
-    from kafka.errors import KafkaError
-
     stats = ReplayStats(skipped_rows=rowset.skipped, topic=topic)
     lock = threading.Lock()
     late_failures = [0]  # failed after send() accepted them: counted in `sent` until the end
@@ -273,33 +278,47 @@ def replay(
     producer = make_producer(settings)
     clock = SystemClock(stop)
     started = time.monotonic()
-    first_send: float | None = None
     try:
         messages = iter_messages(
             rowset.rows, rate=rate, timestamps=timestamps, surge=surge, seed=seed, clock=clock, loop=loop, limit=limit
         )
-        for msg in messages:
-            if stop is not None and stop.is_set():
-                break
-            key, value = encode(msg)
-            try:
-                producer.send(topic, key=key, value=value).add_errback(failed)
-            except KafkaError as exc:  # e.g. a record over the size limit: refused before sending
-                failed(exc, late=False)
-                continue
-            now = time.monotonic()
-            first_send = now if first_send is None else first_send
-            stats.send_seconds = now - first_send
-            stats.sent += 1
-            stats.injected += bool(msg.get("injected"))
-            if progress is not None:
-                progress(stats)
+        _send_all(producer, topic, messages, stats, failed, stop, progress)
         producer.flush(timeout=30)
     finally:
         producer.close(timeout=5)
         stats.seconds = time.monotonic() - started
     stats.sent -= late_failures[0]
     return stats
+
+
+def _send_all(
+    producer: Any,
+    topic: str,
+    messages: Iterable[dict[str, Any]],
+    stats: ReplayStats,
+    failed: Callable[..., None],
+    stop: threading.Event | None,
+    progress: Callable[[ReplayStats], None] | None,
+) -> None:
+    from kafka.errors import KafkaError
+
+    first_send: float | None = None
+    for msg in messages:
+        if stop is not None and stop.is_set():
+            break
+        key, value = encode(msg)
+        try:
+            producer.send(topic, key=key, value=value).add_errback(failed)
+        except KafkaError as exc:  # e.g. a record over the size limit: refused before sending
+            failed(exc, late=False)
+            continue
+        now = time.monotonic()
+        first_send = now if first_send is None else first_send
+        stats.send_seconds = now - first_send
+        stats.sent += 1
+        stats.injected += bool(msg.get("injected"))
+        if progress is not None:
+            progress(stats)
 
 
 def start_replay_thread(

@@ -97,7 +97,7 @@ def _read_json_lines(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
 
 def _read_parquet(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        import pyarrow.parquet as pq
     except ImportError:
         raise FeedError(f"reading Parquet ({path.name}) needs pyarrow: pip install pyarrow") from None
     try:

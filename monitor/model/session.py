@@ -51,9 +51,8 @@ def session_options(intra_op_threads: int = 0, denormals_as_zero: bool = True) -
     """Session options every finsent session uses.
 
     Denormals as zero: attention softmax over masked and very negative scores
-    produces denormal floats, which x86 handles in microcode; flushing them cut
-    Softmax from 14 to 2.7 ms per batch of 32 (profiled, dynamic INT8 MiniLM) and
-    the whole batch by 7-19 % in fp32 and INT8 (bench/README.md). Values below
+    produces denormal floats, which x86 handles in microcode; flushing them
+    makes a batch markedly faster (bench/README.md, "Denormals"). Values below
     1e-38 change no probability a person or an alert could see.
     """
     ort = _import_ort()

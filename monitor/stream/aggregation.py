@@ -22,7 +22,8 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from monitor.core import surge as surge_mod
@@ -45,7 +46,6 @@ class KeyState:
     partition: int
     windows: dict[str, Any] | None = None
     surge: dict[str, Any] | None = None
-    failures: int = field(default=0, compare=False)  # consecutive failed closes; not persisted
 
     @classmethod
     def from_stored(cls, value: Any, partition: int) -> KeyState:
@@ -76,6 +76,7 @@ class AggregateStage:
         self.dirty: dict[int, dict[str, KeyState]] = defaultdict(dict)
         self.held: dict[int, list[Any]] = defaultdict(list)
         self.watermarks: dict[int, win.Watermark] = {}
+        self.close_failures: dict[str, int] = {}  # consecutive failed closes per key (in memory only)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """A revoked partition's unflushed work is dropped: its unacked events are redelivered."""
@@ -176,7 +177,7 @@ class AggregateStage:
             try:
                 if await self.close_key(k, state, watermark, box):
                     pending[k] = state
-                state.failures = 0
+                self.close_failures.pop(k, None)
             except Exception as exc:
                 await self._close_failed(k, state, exc, tick_msg, box)
         lost = await box.confirm()
@@ -186,11 +187,11 @@ class AggregateStage:
     async def _close_failed(self, k: str, state: KeyState, exc: Exception, tick_msg: Any, box: Outbox) -> None:
         """Retried on the next ticks; a key that keeps failing is dead-lettered with its state and starts over."""
         self.metrics.aggregation_failures.labels("close").inc()
-        state.failures += 1
-        self.dirty[state.partition][k] = state
-        if state.failures < ATTEMPTS:
-            log.warning("closing windows of %s failed (try %d): %r", k, state.failures, exc)
+        tries = self.close_failures[k] = self.close_failures.get(k, 0) + 1
+        if tries < ATTEMPTS:
+            log.warning("closing windows of %s failed (try %d): %r", k, tries, exc)
             return
+        del self.close_failures[k]
         log.error("closing windows of %s failed %d times; its state goes to the dead-letter topic", k, ATTEMPTS)
         raw = json.dumps({"key": k, "state": state.stored()}, default=str).encode()
         await self.out.dead(raw, "aggregation_error", f"key {k}: {type(exc).__name__}: {exc}"[:500], tick_msg, box)
@@ -214,7 +215,7 @@ class AggregateStage:
             body.update(dimension=dim, key=key, baseline_mean=stats.baseline_mean,
                         baseline_std=stats.baseline_std, zscore=stats.zscore)  # fmt: skip
             body.pop("evidence", None)
-            await box.send(lambda body=body: trends.send(key=k.encode(), value=body, force=True), what=f"trend of {k}")
+            await box.send(partial(trends.send, key=k.encode(), value=body, force=True), what=f"trend of {k}")
             self.publish_gauges(dim, key, cw, stats)
             if alert is not None:
                 await self.emit_alert(dim, key, alert, box)

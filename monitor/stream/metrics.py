@@ -25,6 +25,17 @@ class Metrics:
     ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self._items(r)
+        self._trends(r)
+        self._health(r)
+        self._entity_allowed = entity_allowed or (lambda _k: False)
+        self._entities_seen: set[str] = set()
+        self._max_entities = 50
+        self._lock = threading.Lock()
+        self._model_labels: tuple[str, str, str] | None = None
+
+    def _items(self, r: CollectorRegistry) -> None:
+        """What happens to input items: scored, dead-lettered, how fast."""
         self.messages = Counter(
             "finsent_messages", "Items scored, by input stream, topic and sentiment", ["stream", "topic", "sentiment"],
             registry=r,
@@ -46,6 +57,9 @@ class Metrics:
             "finsent_end_to_end_lag_seconds", "Kafka timestamp of the input to scored item written",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+
+    def _trends(self, r: CollectorRegistry) -> None:
+        """Each key's last closed window and its surge state (labels bounded by the entity policy)."""
         dk = ["dimension", "key"]
         self.negative_share = Gauge(
             "finsent_negative_share", "Negative share of the last closed window", dk, registry=r
@@ -71,6 +85,9 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.alerts = Counter("finsent_alerts", "Surge alerts fired", ["dimension", "severity"], registry=r)
+
+    def _health(self, r: CollectorRegistry) -> None:
+        """The model in service, consumer lag, delivery and aggregation trouble, the event loop."""
         self.model_info = Gauge(
             "finsent_model_info", "Model bundle in service", ["name", "version", "sha256"], registry=r
         )
@@ -103,11 +120,6 @@ class Metrics:
         self.loop_tasks = Gauge(
             "finsent_event_loop_tasks", "asyncio tasks alive in the worker (a leak shows as growth)", registry=r
         )
-        self._entity_allowed = entity_allowed or (lambda _k: False)
-        self._entities_seen: set[str] = set()
-        self._max_entities = 50
-        self._lock = threading.Lock()
-        self._model_labels: tuple[str, str, str] | None = None
 
     def set_entity_policy(self, allowed: Callable[[str], bool], max_entities: int) -> None:
         self._entity_allowed = allowed

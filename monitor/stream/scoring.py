@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from monitor.core import entities as ent
@@ -138,11 +139,11 @@ class ScoreStage:
             # Outputs that never got through: the input goes to the dead-letter topic, not nowhere.
             self.metrics.send_failures.inc(len(undelivered))
             last = self.out.outbox()
-            for origin, exc in undelivered.items():
+            for origin, err in undelivered.items():
                 if isinstance(origin, int):
                     msg = valid[origin][0]
                     await self.out.dead(
-                        msg.value, "processing_error", f"output not delivered: {exc!r}"[:500], msg, last
+                        msg.value, "processing_error", f"output not delivered: {err!r}"[:500], msg, last
                     )
             await last.confirm()
 
@@ -165,7 +166,7 @@ class ScoreStage:
         events, scored = self.out.events, self.out.scored
         for dim, key in trend_keys(record):
             ek, ev = key_of(dim, key).encode(), trend_event(record, dim, key)
-            await box.send(lambda ek=ek, ev=ev: events.send(key=ek, value=ev, force=True), origin, "a trend event")
+            await box.send(partial(events.send, key=ek, value=ev, force=True), origin, "a trend event")
         sk = str(item.id).encode()
         await box.send(lambda: scored.send(key=sk, value=record, force=True), origin, f"scored item {item.id}")
         topic_label = record.get("topic", {}).get("label", "none")
