@@ -9,6 +9,8 @@ if [ -f scripts/install-observability.sh ]; then
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# Types over monitor/ and training/ (the files and flags are in pyproject.toml).
+.venv/bin/python -m mypy
 # Known vulnerabilities in what is installed: fails on a finding, warns when no service answers.
 .venv/bin/python scripts/audit.py
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

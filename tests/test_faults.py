@@ -41,6 +41,10 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+# Logged by Faust each time the worker has its partitions (and has sought them): at start and after each rejoin.
+WORKER_READY = "Recovery]: Worker ready"
+
+
 def n_of(item_id: str) -> int:
     """The sequence number of a `Paced` id ("p<n>")."""
     return int(item_id[1:])
@@ -162,6 +166,7 @@ def test_in_memory_broker_restart_worker_reconnects_and_carries_on(
     try:
         with Paced(broker.bootstrap, topics.news, rate=50) as paced:
             wait_for_metric(worker, "finsent_messages_total", 20, what="the worker scoring before the broker stops")
+            ready_before = worker.log_path.read_text(errors="replace").count(WORKER_READY)
             before = len(paced.sent)
             broker.stop()
             down_at = time.monotonic()
@@ -170,26 +175,36 @@ def test_in_memory_broker_restart_worker_reconnects_and_carries_on(
             make_topics(broker.bootstrap, topics)
             down_s = time.monotonic() - down_at
             mark = len(paced.sent)
+            # The new broker does not know the worker's group: wait for it to rejoin (and seek its partitions).
+            wait_until(
+                lambda: worker.log_path.read_text(errors="replace").count(WORKER_READY) > ready_before,
+                120,
+                lambda: f"the worker to rejoin its group on the restarted broker\n{worker.log_tail()}",
+            )
+            rejoined = len(paced.sent)
             # Faust keeps the read offsets of the old log, so a partition flows again only once the new log has
-            # passed them: produce on until items sent after the restart are scored from every input partition.
+            # passed them: produce on until items sent after the rejoin are scored from every input partition.
             news = TopicReader(broker.bootstrap, topics.news)
             scored = TopicReader(broker.bootstrap, topics.scored)
-            partition_of: dict[str, int] = {}  # id -> input partition, for items sent after the restart
+            partition_of: dict[str, int] = {}  # id -> input partition, for items sent after the rejoin
             scored_ids: set[str] = set()
+
+            def flowing() -> set[int]:
+                return {partition_of[i] for i in scored_ids if i in partition_of}
 
             def every_partition_flows() -> bool:
                 for r in news.poll(0.2):
-                    if n_of(r.key.decode()) >= mark:
+                    if n_of(r.key.decode()) >= rejoined:
                         partition_of[r.key.decode()] = r.partition
                 scored_ids.update(json.loads(r.value)["id"] for r in scored.poll(0.2))
-                return len({partition_of[i] for i in scored_ids if i in partition_of}) == 4
+                return len(flowing()) == 4
 
             wait_until(
                 every_partition_flows,
                 120,
                 lambda: (
-                    f"items sent after the restart to be scored from all 4 input partitions (from "
-                    f"{sorted({partition_of[i] for i in scored_ids if i in partition_of})})\n{worker.log_tail()}"
+                    f"items sent after the rejoin to be scored from all 4 input partitions (from {sorted(flowing())})"
+                    f"\n{worker.log_tail()}"
                 ),
             )
             news.close()
@@ -207,8 +222,8 @@ def test_in_memory_broker_restart_worker_reconnects_and_carries_on(
         print(
             f"\nFAULT broker-restart-in-memory: down {down_s:.1f} s; of {before} items produced before, "
             f"{len(seen & set(paced.sent[:before]))} reached the new broker's scored topic; of {len(outage)} produced "
-            f"during the outage, {len(seen & outage)} scored; of {len(after)} produced after the restart until every "
-            f"partition flowed again, {len(seen & after)} scored; 100 of 100 tail items scored"
+            f"during the outage, {len(seen & outage)} scored; of {len(after)} produced after the restart (until every "
+            f"partition flowed again after the rejoin), {len(seen & after)} scored; 100 of 100 tail items scored"
         )
         scored.close()
     finally:

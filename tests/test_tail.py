@@ -120,7 +120,7 @@ def test_trend_row_lines_up_with_the_header() -> None:
     assert len(row) == len(head)
     for col in ("window", "key", "neg%", "z", "mean"):
         assert col in head
-    assert "bold red" in styles(format_trend(TREND))  # z >= 3 highlighted
+    assert "bold red" in styles(format_trend(TREND))  # z at or above the surge rule's k: highlighted
     assert not styles(format_trend({**TREND, "zscore": 0.4}))
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -56,6 +56,9 @@ from training.export import (
 )
 from training.model import MultiTaskModel
 from training.train import load_trained
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "ece")
 INT8_HINT = "try --int8-fp32-matmuls with more layers in fp32, or --int8-method weight-only"
@@ -195,7 +198,8 @@ def export_bundle(
     """
     bounds = bounds or ParityBounds()
     fp32_matmuls = FP32_MATMULS if fp32_matmuls is None else fp32_matmuls
-    model, tokenizer, meta = load_trained(run_dir)
+    module, tokenizer, meta = load_trained(run_dir)
+    model = cast(MultiTaskModel, module)  # load_trained builds a MultiTaskModel
     max_length = int(meta["config"]["max_length"])
     languages = run_languages(meta)
     started = time.monotonic()
@@ -256,7 +260,7 @@ def _export_and_quantise(model: MultiTaskModel, tokenizer: Any, stage: Path, eva
     with tempfile.TemporaryDirectory() as tmp:
         with _timed(timings, "onnx"):
             raw = export_onnx(model, tokenizer, Path(tmp) / "raw.onnx", max_length)
-            enc_cfg = model.encoder.config
+            enc_cfg = cast("PreTrainedConfig", model.encoder.config)
             fp32 = optimize_onnx(raw, stage / "model.onnx", int(enc_cfg.num_attention_heads), int(enc_cfg.hidden_size))
         with _timed(timings, "int8"):
             calib, calib_info = None, None

@@ -152,7 +152,7 @@ def dequant_q4_0(blocks: np.ndarray) -> np.ndarray:
 def read_e5s1(path: Path) -> E5File:
     """Parse header, sentencepiece pieces/scores and tensor directory (tensor data stays memory-mapped)."""
     buf = np.memmap(path, dtype=np.uint8, mode="r")
-    data = memoryview(buf)
+    data = buf.data  # memoryview(buf); numpy's stubs give ndarray __buffer__ only for Python >= 3.12
     if len(data) < 8 or bytes(data[:4]) != MAGIC:
         raise E5FormatError(f"{path}: not an E5S1 file (bad magic)")
     try:
@@ -199,7 +199,9 @@ def read_e5s1(path: Path) -> E5File:
 def bert_config(f: E5File, vocab_size: int) -> Any:
     from transformers import BertConfig
 
-    return BertConfig(
+    # transformers 5 no longer declares position_embedding_type (its BERT is absolute-only) but still
+    # stores the keyword, so the rebuilt backbone's config.json keeps the key it was written with.
+    return BertConfig(  # type: ignore[call-arg]
         vocab_size=vocab_size, hidden_size=f.hidden, num_hidden_layers=f.layers, num_attention_heads=f.heads,
         intermediate_size=f.ffn, hidden_act="gelu", max_position_embeddings=f.max_pos, type_vocab_size=f.type_vocab,
         layer_norm_eps=f.eps, pad_token_id=f.pad, bos_token_id=f.bos, eos_token_id=f.eos,

@@ -103,7 +103,7 @@ def plot_confusion(rep: dict[str, Any], path: Path, title: str) -> Path:
     for i in range(n):
         for j in range(n):
             if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=6,
                         color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()

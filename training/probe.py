@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +36,9 @@ from training.data import TASK_LABELS, Examples
 from training.metrics import classification_report
 from training.sources import load_source
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("FINSENT_DATASETS", REPO.parent / "shared" / "datasets"))
 # (source, task) rows of the baseline table, in the order printed.
@@ -42,10 +46,10 @@ PROBE_SETS = ("tweets_sentiment", "sentfin", "finfe", "tweets_topic", "finnl")
 PREFIX = "query: "
 
 
-_LOADED: dict[str, tuple[object, torch.nn.Module]] = {}
+_LOADED: dict[str, tuple[PreTrainedTokenizerBase, PreTrainedModel]] = {}
 
 
-def _load(backbone: str) -> tuple[object, torch.nn.Module]:
+def _load(backbone: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     if backbone not in _LOADED:
         from transformers import AutoModel, AutoTokenizer
 

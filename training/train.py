@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -147,7 +147,7 @@ def plan_batches(train: dict[str, Examples], batch_size: int, rng: random.Random
 def predict_probs(model: nn.Module, tokenizer: object, texts: list[str], max_length: int, task: str,
                   batch_size: int = 64) -> np.ndarray:  # fmt: skip
     model.eval()
-    idx = model.task_names.index(task)  # type: ignore[attr-defined]
+    idx = cast(MultiTaskModel, model).task_names.index(task)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), len(TASK_LABELS[task])), dtype=np.float32)
     for i in range(0, len(order), batch_size):

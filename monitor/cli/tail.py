@@ -26,6 +26,7 @@ from typing import Any
 from rich.text import Text
 
 from monitor.cli.errors import CliError, kafka_unreachable
+from monitor.core.surge import SurgeConfig
 from monitor.settings import Settings
 from monitor.stream.clients import BOOTSTRAP_TIMEOUT_MS, is_unreachable
 
@@ -102,7 +103,7 @@ def trend_header() -> Text:
                           enumerate(TREND_COLUMNS)), style="bold underline")  # fmt: skip
 
 
-def format_trend(window: Mapping[str, Any], *, tz: tzinfo | None = None, zscore_alert: float = 3.0) -> Text:
+def format_trend(window: Mapping[str, Any], *, tz: tzinfo | None = None, zscore_alert: float = SurgeConfig().k) -> Text:
     """One closed window as a table row; a high z-score is highlighted."""
     z = _num(window.get("zscore"))
     counts = (

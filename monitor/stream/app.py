@@ -28,9 +28,11 @@ from monitor.settings import Settings
 from monitor.stream import faust_fixes
 from monitor.stream.aggregation import AggregateConfig, AggregateStage
 from monitor.stream.clients import faust_broker_kwargs
+from monitor.stream.lag import measure_lag
 from monitor.stream.metrics import Metrics
 from monitor.stream.outputs import Outputs, now_ms
 from monitor.stream.scoring import ScoreStage
+from monitor.stream.stall import StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,8 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     )
     aggregation = AggregateStage(table, out, cfg, flush=lambda: app.producer.flush())
 
+    stalls = StallWatch()
+
     @app.agent(inputs)
     async def score(stream: faust.StreamT) -> None:
         await scoring.run(stream)
@@ -119,6 +123,8 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
     async def forget_revoked(app_: Any, revoked: set[TP], **kwargs: Any) -> None:
         aggregation.forget(tp.partition for tp in revoked if tp.topic == t.trend_events)
+        for tp in revoked:
+            stalls.forget(tp)
 
     # The signal sends (app, revoked, signal=...); mode's SignalHandlerT cannot spell a handler
     # with a fixed positional payload, so it wants one that takes any positionals.
@@ -136,7 +142,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
     @app.timer(1.0)
     async def report_lag() -> None:
-        await measure_lag(app, metrics, set(t.inputs))
+        await measure_lag(app, metrics, set(t.inputs), stalls)
 
     return app
 
@@ -154,19 +160,3 @@ async def reload_model(pipeline: Pipeline) -> None:
         if swapped:
             ident = models.scorer.ident
             metrics.set_model(ident["name"], ident["version"], ident["sha256"])
-
-
-async def measure_lag(app: faust.App, metrics: Metrics, inputs: set[str]) -> None:
-    metrics.loop_tasks.set(len(asyncio.all_tasks()))
-    consumer = app.consumer
-    for tp in list(consumer.assignment()):
-        if tp.topic not in inputs:
-            continue
-        try:
-            high = consumer.highwater(tp)
-            pos = await consumer.position(TP(tp.topic, tp.partition))
-        except Exception as exc:
-            log.debug("lag of %s not known now: %r", tp, exc)
-            continue
-        if high is not None and pos is not None:
-            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))

@@ -111,6 +111,12 @@ class Metrics:
         self.send_failures = Counter(
             "finsent_send_failures", "Units whose output could not be delivered after retries", registry=r
         )
+        self.fetch_restarts = Counter(
+            "finsent_fetch_restarts",
+            "Input partitions fetched afresh after their fetching stalled with records waiting",
+            ["topic"],
+            registry=r,
+        )
         self.aggregation_failures = Counter(
             "finsent_aggregation_failures",
             "Aggregation steps that raised, by step (event, close, tick); retried, then dead-lettered",
