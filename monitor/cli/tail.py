@@ -1,6 +1,6 @@
 """`finsent tail`: follow an output topic and print its records readably.
 
-For people watching a running monitor (and for the demo): scored items as
+For people watching a running monitor: scored items as
 one line each, trend windows as table rows, alerts highlighted with their
 evidence headlines, dead letters with reason and origin. Formatting is
 pure (`format_*` return `rich.text.Text`, unit-tested); `follow()` is the

@@ -319,26 +319,3 @@ def _send_all(
         stats.injected += bool(msg.get("injected"))
         if progress is not None:
             progress(stats)
-
-
-def start_replay_thread(
-    settings: Settings, path: str | Path | RowSet, topic: str, **kwargs: Any
-) -> tuple[threading.Thread, threading.Event, dict[str, Any]]:
-    """Run `replay` in a daemon thread (for the demo).
-
-    Returns (thread, stop event, result): after `join`, `result` holds
-    "stats" (ReplayStats) or "error" (the exception), because a thread
-    cannot raise into its caller.
-    """
-    stop = kwargs.pop("stop", None) or threading.Event()
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["stats"] = replay(settings, path, topic, stop=stop, **kwargs)
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"replay-{topic}", daemon=True)
-    thread.start()
-    return thread, stop, result
