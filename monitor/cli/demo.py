@@ -7,12 +7,8 @@ negative news about one company; shows throughput, alerts and trends in a
 live terminal view. Settings are tuned for a demo (10 s windows, short
 warm-up) so the surge is detected within the first minutes.
 
-The view exists to show one thing: the injected surge's alert. It is
-pinned at the top of the alerts panel while it fires and after it
-resolves, the alerts panel comes before the trends table, and the table
-gets only the lines left over, so an 80x24 terminal shows the alert too.
-`render` and `summary_lines` are pure functions of the state (and the
-terminal size and time), so tests render them without a broker.
+What the live view shows, and why, is in monitor/cli/demo_view.py; this
+module starts and watches the processes.
 """
 
 from __future__ import annotations
