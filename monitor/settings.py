@@ -32,6 +32,7 @@ _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 SOURCE_ROOT: Path | None = _PACKAGE_PARENT if (_PACKAGE_PARENT / "pyproject.toml").is_file() else None
 HOME = SOURCE_ROOT or Path(".")
 DEFAULT_BUNDLE = HOME / "models" / "finsent-minilm-l6"
+DEFAULT_EXTRA_BUNDLES: tuple[Path, ...] = ()
 # Every section rejects keys it does not know: a misspelt key (`[surge] kk = 3`) silently
 # ignored would leave the default in force while the operator believes it changed.
 STRICT = ConfigDict(extra="forbid")
@@ -142,6 +143,9 @@ class ModelSettings(BaseModel):
     model_config = STRICT
 
     path: Path = DEFAULT_BUNDLE
+    # Further bundles: single-task ones, or ones for other languages. For each language and task, the
+    # first bundle (path, then these in order) whose manifest declares the language serves it.
+    extra: list[Path] = Field(default_factory=lambda: list(DEFAULT_EXTRA_BUNDLES))
     variant: Literal["auto", "int8", "fp32"] = "auto"
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     # One onnxruntime thread per worker: on 2 cores shared with the broker it scored more items per

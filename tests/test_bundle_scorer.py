@@ -104,7 +104,7 @@ def test_separate_single_task_bundles_combine(tmp_path: Path) -> None:
     out = scorer.score(["court lawsuit crash"])[0]
     assert set(out) == {"topic", "sentiment"}
     assert out["sentiment"].label == "negative"
-    with pytest.raises(BundleError, match="two bundles"):
+    with pytest.raises(BundleError, match="would score nothing"):
         Scorer.from_paths([str(sent), str(sent)], providers="cpu")
 
 
@@ -262,3 +262,27 @@ def test_scorer_pads_with_the_tokenizers_own_pad_id(tmp_path: Path) -> None:
         )
         == 0
     )
+
+
+def test_items_are_routed_to_the_first_bundle_declaring_their_language(tmp_path: Path) -> None:
+    # bias 20 makes the multilingual stand-in answer "neutral" to everything, so the route shows in the label
+    en = make_bundle(tmp_path / "en", version="en")
+    ml = make_bundle(tmp_path / "ml", version="ml", bias=20.0, languages=("en", "zh"))
+    scorer = Scorer.from_paths([str(en), str(ml)], providers="cpu")
+    assert scorer.languages == ("en", "zh")
+    assert scorer.route("zh").ident["version"] == "ml"
+    assert scorer.route("en").ident["version"] == "en"
+    assert scorer.route("fr").lang == "en"  # a language nobody declares takes the default route
+    out = scorer.score(["fraud", "fraud", "fraud", "fraud"], ["en", "zh", "fr", None])
+    assert [o["sentiment"].label for o in out] == ["negative", "neutral", "negative", "negative"]
+    assert all(set(o) == {"topic", "sentiment"} for o in out)
+    # the multilingual bundle alone serves both languages in one pass
+    alone = Scorer.from_paths([str(ml)], providers="cpu")
+    assert [o["sentiment"].label for o in alone.score(["fraud", "fraud"], ["en", "zh"])] == ["neutral"] * 2
+
+
+def test_a_language_missing_a_task_is_refused(tmp_path: Path) -> None:
+    en = make_bundle(tmp_path / "en")
+    zh = make_bundle(tmp_path / "zh", tasks=("sentiment",), languages=("zh",))
+    with pytest.raises(BundleError, match="no bundle answers topic for language 'zh'"):
+        Scorer.from_paths([str(en), str(zh)], providers="cpu")

@@ -243,7 +243,8 @@ def sample_worker_metrics() -> Iterator[str]:
             for stream in ("finsent.news", "finsent.comments"):
                 for topic in TOPICS:
                     for sentiment in ("negative", "neutral", "positive"):
-                        m.messages.labels(stream, topic, sentiment).inc(1 + (i + len(topic)) % 3)
+                        for lang in ("en", "zh"):
+                            m.messages.labels(stream, topic, sentiment, lang).inc(1 + (i + len(topic)) % 3)
                 m.consumer_lag.labels(stream, "0").set(i % 7)
             m.invalid.labels("not_json").inc()
             m.deadletter.labels("not_json").inc()

@@ -145,7 +145,7 @@ def test_schema_dir_holds_exactly_the_known_kinds() -> None:
 def test_enums_match_the_code() -> None:
     scored, trend, alert = (schemas.load_schema(k) for k in ("scored", "trend", "alert"))
     assert tuple(scored["properties"]["sentiment"]["properties"]["label"]["enum"]) == SENTIMENT_LABELS == win.SENTIMENTS
-    assert set(scored["properties"]["input_fields"]["propertyNames"]["enum"]) == set(RESERVED)
+    assert set(scored["properties"]["input_fields"]["propertyNames"]["enum"]) == {*RESERVED, "lang"}
     assert set(trend["properties"]["dimension"]["enum"]) == set(alert["properties"]["dimension"]["enum"])
     assert set(alert["properties"]["evidence"]["items"]["properties"]) == {*win.EVIDENCE_FIELDS, "score"}
 

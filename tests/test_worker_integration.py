@@ -298,3 +298,35 @@ def test_bad_trend_event_is_dead_lettered(kafka: EmbeddedBroker, tmp_path: Path,
         dead.close()
         trends.close()
         worker.stop()
+
+
+def test_items_are_routed_by_language(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+    # The "zh" bundle answers neutral to everything (bias 20), so the label shows which bundle scored an item.
+    zh = make_bundle(tmp_path / "zh", version="zh", bias=20.0, languages=("zh",))
+    topics = TopicNames()
+    make_topics(kafka.bootstrap, topics)
+    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, args=["--model", str(zh)]).start()
+    try:
+        items = [
+            {"id": "en", "text": "shares plunge after fraud"},
+            {"id": "zh", "text": "腾讯控股股价暴跌 fraud plunge"},  # Han script, no lang field
+            {"id": "tag", "text": "fraud plunge", "lang": "zh-CN"},  # the producer's tag wins over the script
+            {"id": "fr", "text": "fraud plunge", "lang": "fr"},  # no bundle declares fr: the default one scores it
+        ]
+        produce(kafka.bootstrap, topics.news, items)
+        got = TopicReader(kafka.bootstrap, topics.scored).wait_for(lambda v: len({x["id"] for x in v}) >= 4, 60)
+        by = {x["id"]: x for x in got}
+        assert {
+            k: (r["lang"], r["lang_source"], r["sentiment"]["label"], r["model"]["version"]) for k, r in by.items()
+        } == {
+            "en": ("en", "script", "negative", "1"),
+            "zh": ("zh", "script", "neutral", "zh"),
+            "tag": ("zh", "input", "neutral", "zh"),
+            "fr": ("fr", "input", "negative", "1"),
+        }, worker.log_tail()
+        assert by["tag"]["input_fields"] == {"lang": "zh-CN"}
+        assert worker.metric("finsent_messages_total", {"lang": "zh"}) == 2
+        assert worker.metric("finsent_messages_total", {"lang": "en"}) == 1
+        assert worker.metric("finsent_messages_total", {"lang": "other"}) == 1  # label values stay bounded
+    finally:
+        worker.stop()

@@ -97,6 +97,7 @@ def make_bundle(
     max_length: int = 32,
     bias: float = 0.0,
     variant_file: str = "model.int8.onnx",
+    languages: tuple[str, ...] | None = None,
 ) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -116,6 +117,7 @@ def make_bundle(
             "max_length": max_length,
             "tokenizer": "tokenizer.json",
             "metrics": {},
+            **({"languages": list(languages)} if languages else {}),
         },
     )
     return directory

@@ -100,7 +100,8 @@ def _train_recipe(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or recipe.max_length,
                       seed=args.seed, eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch,
                       balanced_tasks=args.balanced_tasks, patience=args.patience, max_steps=args.max_steps,
-                      threads=args.threads, random_init=args.random_init, recipe=recipe.name)  # fmt: skip
+                      threads=args.threads, random_init=args.random_init, recipe=recipe.name,
+                      layers=args.layers or recipe.layers)  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
     print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
     return 0
@@ -135,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or 64, seed=args.seed,
                       eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch, balanced_tasks=args.balanced_tasks,
                       patience=args.patience, max_steps=args.max_steps, threads=args.threads,
-                      random_init=args.random_init)  # fmt: skip
+                      random_init=args.random_init, layers=args.layers)  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
     print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
     return 0
@@ -347,6 +348,9 @@ def _add_train_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--patience", type=int, default=3, help="stop after this many validations without gain")
     sp.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--layers", type=int,
+                    help="keep only the encoder's bottom N layers (default: all, or the recipe's); serving cost "
+                    "per item scales with depth")  # fmt: skip
     sp.add_argument("--limit", type=int, help="use a seeded random N rows of each file (smoke runs)")
     sp.add_argument("--random-init", action="store_true", help="tiny random encoder (tests only)")
     sp.add_argument("--balanced-tasks", action="store_true",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -58,8 +59,13 @@ class MultiTaskModel(nn.Module):
         return tuple(self.heads[t](z) for t in self.task_names)
 
 
-def build_model(backbone: str, tasks: dict[str, int], random_init: bool = False) -> tuple[MultiTaskModel, object]:
-    """The model and its tokenizer; random_init builds a tiny random BERT (for fast tests)."""
+def build_model(backbone: str, tasks: dict[str, int], random_init: bool = False,
+                layers: int | None = None) -> tuple[MultiTaskModel, object]:  # fmt: skip
+    """The model and its tokenizer; random_init builds a tiny random BERT (for fast tests).
+
+    layers keeps only the encoder's bottom N layers: the cost of every item served scales with depth,
+    and the lower layers of a pre-trained encoder carry most of what a classifier head needs.
+    """
     from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
     path = backbone_dir(backbone)
@@ -70,8 +76,19 @@ def build_model(backbone: str, tasks: dict[str, int], random_init: bool = False)
         encoder = BertModel(cfg, add_pooling_layer=False)
     else:
         encoder = AutoModel.from_pretrained(str(path))
+    if layers is not None:
+        keep_bottom_layers(encoder, layers)
     hidden = int(encoder.config.hidden_size)
     return MultiTaskModel(encoder, hidden, tasks), tokenizer
+
+
+def keep_bottom_layers(encoder: nn.Module, n: int) -> None:
+    """Drop the top layers of a BERT-style encoder in place (its config follows, so export sees n layers)."""
+    blocks = cast(nn.ModuleList, encoder.encoder.layer)  # type: ignore[union-attr]
+    if not 1 <= n <= len(blocks):
+        raise ValueError(f"layers must be between 1 and {len(blocks)}, got {n}")
+    encoder.encoder.layer = nn.ModuleList(list(blocks)[:n])  # type: ignore[union-attr]
+    encoder.config.num_hidden_layers = n  # type: ignore[union-attr]
 
 
 def encode(tokenizer: object, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:

@@ -139,6 +139,7 @@ class Recipe:
     train: dict[str, tuple[tuple[str, float], ...]]
     valid: dict[str, tuple[str, ...]]
     max_length: int = 64
+    layers: int | None = None  # keep the backbone's bottom N layers
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -203,6 +204,7 @@ def load_recipe(name_or_path: str) -> Recipe:
                 train={t: tuple((s, float(w)) for s, w in parts.items()) for t, parts in raw["train"].items()},
                 valid={t: tuple(str(s) for s in names) for t, names in raw.get("valid", {}).items()},
                 max_length=int(raw.get("max_length", 64)),
+                layers=int(raw["layers"]) if "layers" in raw else None,
             )
         except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(f"recipe {p} is not a valid recipe: {exc}") from None

@@ -58,6 +58,7 @@ class TrainConfig:
     random_init: bool = False
     eval_limit: int | None = None
     recipe: str = "default"
+    layers: int | None = None  # keep the encoder's bottom N layers (None: all)
 
 
 @dataclass
@@ -297,7 +298,7 @@ def _set_up(cfg: TrainConfig, train_sets: dict[str, Examples], out: Path) -> _Ru
     rng = random.Random(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     tasks = {t: len(TASK_LABELS[t]) for t in cfg.tasks}
-    model, tokenizer = build_model(cfg.backbone, tasks, random_init=cfg.random_init)
+    model, tokenizer = build_model(cfg.backbone, tasks, random_init=cfg.random_init, layers=cfg.layers)
     weights = {t: class_weights(train_sets[t], n) for t, n in tasks.items()}
     losses: dict[str, nn.Module] = {t: nn.CrossEntropyLoss(weight=weights[t]) for t in tasks}
     steps_per_epoch = len(plan_batches(train_sets, cfg.batch_size, random.Random(0), cfg.balanced_tasks))
@@ -418,7 +419,7 @@ def load_trained(run_dir: Path) -> tuple[nn.Module, object, dict[str, Any]]:
     meta = json.loads((run_dir / "train.json").read_text())
     c = meta["config"]
     tasks = {t: len(TASK_LABELS[t]) for t in c["tasks"]}
-    model, _ = build_model(c["backbone"], tasks, random_init=c["random_init"])
+    model, _ = build_model(c["backbone"], tasks, random_init=c["random_init"], layers=c.get("layers"))
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
     model.eval()
     from transformers import AutoTokenizer

@@ -239,6 +239,14 @@ def overview_builder() -> db.Dashboard:
            unit=ITEMS_PER_S, w=8)
         .stacking(cb.StackingConfig().mode(common.StackingMode.NORMAL)),
         ts("Consumer lag by input topic", q("sum by (topic) (finsent_consumer_lag)", "{{topic}}"), w=8),
+        ts("Throughput by language", q(f"sum by (lang) (rate(finsent_messages_total{rate_i}))", "{{lang}}"),
+           unit=ITEMS_PER_S, w=12)
+        .description("Language each item was scored as: the producer's lang field, else its script."),
+        ts("Negative share by language",
+           q(f'sum by (lang) (rate(finsent_messages_total{{sentiment="negative"}}{rate_i})) '
+             f"/ sum by (lang) (rate(finsent_messages_total{rate_i}))", "{{lang}}"),
+           unit="percentunit", w=12)
+        .description("Each language is scored by the bundle trained on it, so compare trends, not levels."),
         ts("Dead letters by reason", q(f"sum by (reason) (rate(finsent_deadletter_total{rate_i}))", "{{reason}}"),
            unit="suffix: msg/s", w=8),
         ts(

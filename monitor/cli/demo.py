@@ -1,10 +1,11 @@
 """`finsent demo`: the whole pipeline on one machine, watched live.
 
 Starts the embedded broker, one worker (a subprocess, as in production),
-and two replays of real financial text, news headlines into the news topic
-and finance tweets into the comments topic, with an injected surge of
-negative news about one company; shows throughput, alerts and trends in a
-live terminal view. Settings are tuned for a demo (10 s windows, short
+and three replays, English news headlines and Chinese news flashes and
+forum comments into the news topic and English finance tweets into the
+comments topic, with an injected surge of negative items about one company
+(by default a Chinese one, injected into the Chinese stream); shows
+throughput per language, alerts and trends in a live terminal view. Settings are tuned for a demo (10 s windows, short
 warm-up) so the surge is detected within the first minutes.
 
 What the live view shows, and why, is in monitor/cli/demo_view.py; this
@@ -26,12 +27,16 @@ from typing import Any
 
 from monitor.cli.demo_view import DemoState, progress_line, render, summary_lines
 from monitor.cli.errors import CliError
+from monitor.core.language import detect_script
+from monitor.feed.surges import company_name, surge_key
 from monitor.settings import HOME, SOURCE_ROOT, Settings
 from monitor.stream.broker import BrokerError, EmbeddedBroker, free_port, terminate
 
 DEMO_DIR = Path(__file__).parent.parent / "data" / "demo"
 DEMO_DATA = DEMO_DIR / "headlines.csv"
 DEMO_NEWS = DEMO_DIR / "news.csv"
+DEMO_ZH = DEMO_DIR / "zh.csv"
+SURGE_ENTITY = "002594.SZ"  # BYD: a Chinese company, so the surge travels in the Chinese stream
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -39,26 +44,39 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "demo",
         help="run the self-contained demo (embedded broker + worker + replay with a surge)",
         description=(
-            "Start an embedded Kafka-protocol broker, a worker with the shipped model bundle, and replays of "
-            "real financial news headlines and tweets with an injected surge of negative news about one "
-            "company. A live view shows throughput, the alerts (the surge's alert pinned on top) and trends "
-            "per topic and company. At the end it lists every alert. Ctrl-C stops."
+            "Start an embedded Kafka-protocol broker, a worker with the shipped model bundles, and replays of "
+            "English news headlines and tweets and Chinese news flashes and forum comments, with an injected "
+            "surge of negative items about one company (a Chinese company's surge goes into the Chinese "
+            "stream, any other into the English news). A live view shows throughput per language, the alerts "
+            "(the surge's alert pinned on top) and trends per topic and company. At the end it lists every "
+            "alert. Ctrl-C stops."
         ),
     )
     p.add_argument("--duration", type=float, default=180.0, help="seconds to run (0 = until Ctrl-C; default 180)")
     p.add_argument(
-        "--rate", type=float, default=30.0, help="messages per second replayed, half news, half tweets (default 30)"
+        "--rate",
+        type=float,
+        default=30.0,
+        help="messages per second replayed, a third each English news, tweets, Chinese items (default 30)",
     )
     p.add_argument("--window", type=float, default=10.0, help="window size in seconds (default 10)")
-    p.add_argument("--surge-entity", default="TSLA", help="ticker of the company the surge is about")
+    p.add_argument("--surge-entity", default=SURGE_ENTITY,
+                   help=f"watchlist key of the company the surge is about (default {SURGE_ENTITY}, BYD; e.g. TSLA, "
+                   "0700.HK, 600519.SH)")  # fmt: skip
     p.add_argument("--surge-start", type=float, default=45.0, help="seconds after start the surge begins")
     p.add_argument("--surge-duration", type=float, default=40.0, help="surge length in seconds")
     p.add_argument(
-        "--surge-share", type=float, default=0.3, help="share of the news stream the surge replaces (default 0.3)"
+        "--surge-share",
+        type=float,
+        default=0.45,
+        help="share of the stream carrying the surge that the surge replaces (default 0.45)",
     )
     p.add_argument("--news", type=Path, default=DEMO_NEWS, help="CSV of news headlines to replay (the surge's source)")
     p.add_argument("--data", type=Path, default=DEMO_DATA, help="CSV of tweets to replay into the comments topic")
-    p.add_argument("--model", type=Path, help="model bundle directory (default: the shipped bundle)")
+    p.add_argument("--zh", type=Path, default=DEMO_ZH,
+                   help="CSV of Chinese news flashes and forum comments to replay into the news topic")  # fmt: skip
+    p.add_argument("--model", type=Path, action="append",
+                   help="model bundle directory; repeat for one bundle per language (default: the shipped bundles)")  # fmt: skip
     p.add_argument("--workdir", type=Path, default=HOME / "var" / "demo", help="logs and state")
     p.add_argument("--no-live", action="store_true", help="print plain progress lines instead of the live view")
     p.add_argument(
@@ -126,7 +144,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     console = Console()
-    model = _check_inputs(args, settings)
+    models = _check_inputs(args, settings)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -146,7 +164,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         broker.create_topics(demo_settings.topics.all_topics(), demo_settings.topics.partitions)
         env = _demo_env(broker.bootstrap)
-        worker, metrics_url = _start_worker(args, model, work, env)
+        worker, metrics_url = _start_worker(args, models, work, env)
         console.print(
             f"[bold]finsent demo[/]: broker {broker.bootstrap}, worker starting (log {work / 'worker.log'})",
             soft_wrap=True,
@@ -154,7 +172,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _wait_metrics(metrics_url, worker, timeout=90)
         console.print(f"worker ready; metrics at {metrics_url}")
         state = DemoState(
-            surge_key=args.surge_entity.strip().lstrip("$").upper(),
+            surge_key=args.surge_entity,
             surge_start_s=args.surge_start,
             surge_duration_s=args.surge_duration,
         )
@@ -181,17 +199,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         broker.stop()
 
 
-def _check_inputs(args: argparse.Namespace, settings: Settings) -> Path:
-    """The model bundle to serve, once the demo's files and flags are known to be usable."""
-    for path in (args.news, args.data):
+def _check_inputs(args: argparse.Namespace, settings: Settings) -> list[Path]:
+    """The model bundles to serve, once the demo's files and flags are known to be usable."""
+    for path in (args.news, args.data, args.zh):
         if not path.is_file():
             raise CliError(f"demo data {path} not found")
     if args.rate <= 0:
         raise CliError("--rate must be > 0")
-    model = Path(args.model or settings.model.path)
-    if not (model / "manifest.json").is_file():
-        raise CliError(f"model bundle {model} not found (build one with: finsent-train build)")
-    return model
+    key = surge_key(args.surge_entity)
+    if key is None:
+        raise CliError(f"--surge-entity {args.surge_entity!r} is not a ticker symbol or stock code")
+    args.surge_entity = key
+    models = [Path(m) for m in args.model] if args.model else [Path(settings.model.path), *settings.model.extra]
+    for model in models:
+        if not (model / "manifest.json").is_file():
+            raise CliError(f"model bundle {model} not found (build one with: finsent-train build)")
+    return models
 
 
 def _demo_env(bootstrap: str) -> dict[str, str]:
@@ -210,11 +233,12 @@ def _demo_env(bootstrap: str) -> dict[str, str]:
 
 
 def _start_worker(
-    args: argparse.Namespace, model: Path, work: Path, env: dict[str, str]
+    args: argparse.Namespace, models: list[Path], work: Path, env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], str]:
     metrics_port = free_port()
     cmd = [
-        sys.executable, "-m", "monitor.cli", "worker", "--model", str(model), "--window", str(args.window),
+        sys.executable, "-m", "monitor.cli", "worker", *(a for m in models for a in ("--model", str(m))),
+        "--window", str(args.window),
         "--metrics-port", str(metrics_port), "--web-port", str(free_port()),
         "--datadir", str(work / "state"), "--app-id", f"finsent-demo-{os.getpid()}", "--no-create-topics",
     ]  # fmt: skip
@@ -224,17 +248,20 @@ def _start_worker(
 
 
 def _replay_commands(args: argparse.Namespace, settings: Settings) -> dict[str, list[str]]:
+    """One replay per stream; the surge rides in the stream whose language the company's name is written in."""
     py = sys.executable
     news_topic, comments_topic = (settings.topics.inputs * 2)[:2]
-    common = ["--rate", str(args.rate / 2), "--loop", "--timestamps", "now", "--quiet"]
+    common = ["--rate", str(args.rate / 3), "--loop", "--timestamps", "now", "--quiet"]
+    surge = [
+        "--surge-entity", args.surge_entity, "--surge-start", str(args.surge_start),
+        "--surge-duration", str(args.surge_duration), "--surge-share", str(args.surge_share),
+    ]  # fmt: skip
+    carrier = "zh" if detect_script(company_name(args.surge_entity)) == "zh" else "news"
+    files = {"news": (args.news, news_topic), "comments": (args.data, comments_topic), "zh": (args.zh, news_topic)}
     return {
-        # News carries the surge: its rows name the company each headline is about.
-        "news": [
-            py, "-m", "monitor.cli", "replay", str(args.news), "--topic", news_topic, *common,
-            "--surge-entity", args.surge_entity, "--surge-start", str(args.surge_start),
-            "--surge-duration", str(args.surge_duration), "--surge-share", str(args.surge_share),
-        ],
-        "comments": [py, "-m", "monitor.cli", "replay", str(args.data), "--topic", comments_topic, *common],
+        name: [py, "-m", "monitor.cli", "replay", str(path), "--topic", topic, *common,
+               *(surge if name == carrier else [])]
+        for name, (path, topic) in files.items()
     }  # fmt: skip
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 from monitor.cli.errors import CliError
 from monitor.feed.replay import ReplayStats, replay
 from monitor.feed.rows import load_rows
-from monitor.feed.surges import Surge, company_name
+from monitor.feed.surges import Surge, company_name, surge_key
 from monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,9 +105,9 @@ def surge_from_args(args: argparse.Namespace) -> Surge | None:
     if args.surge_start < 0 or args.surge_duration <= 0:
         raise CliError("--surge-start must be >= 0 and --surge-duration > 0")
     if args.surge_entity:
-        ticker = args.surge_entity.strip().lstrip("$").upper()
-        if not re.fullmatch(r"[A-Z]{1,6}(\.[A-Z]{1,2})?", ticker):
-            raise CliError(f"--surge-entity {args.surge_entity!r} is not a ticker symbol")
+        ticker = surge_key(args.surge_entity)
+        if ticker is None:
+            raise CliError(f"--surge-entity {args.surge_entity!r} is not a ticker symbol or stock code")
         return Surge.entity(ticker, args.surge_name or company_name(ticker), **timing)
     if args.surge_topic:
         return Surge("topic", args.surge_topic.strip(), args.surge_topic.strip(), **timing)

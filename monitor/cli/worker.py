@@ -27,7 +27,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
-        "--model", metavar="DIR", action="append", help="model bundle directory (repeat for single-task bundles)"
+        "--model",
+        metavar="DIR",
+        action="append",
+        help="model bundle directory; repeat for single-task bundles or bundles for other languages (each "
+        "language and task is served by the first bundle declaring it)",
     )
     p.add_argument("--variant", choices=["auto", "int8", "fp32"], help="which ONNX file of the bundle to serve")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = disabled)")
@@ -44,8 +48,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, dict[str, Any]] = {"model": {}, "metrics": {}, "worker": {}, "windows": {}}
-    if args.model:
+    if args.model:  # on the command line, the bundles named are all the bundles served
         o["model"]["path"] = args.model[0]
+        o["model"]["extra"] = args.model[1:]
     if args.variant:
         o["model"]["variant"] = args.variant
     if args.batch_size is not None:  # 0 must reach validation, not mean 'unset'
@@ -67,8 +72,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    extra = [Path(p) for p in (args.model or [])[1:]]
-    return run_worker(settings, extra_models=extra, create_topics=not args.no_create_topics)
+    return run_worker(settings, create_topics=not args.no_create_topics)
 
 
 def check_kafka(settings: Settings, create_topics: bool = True) -> None:
@@ -97,7 +101,7 @@ def check_kafka(settings: Settings, create_topics: bool = True) -> None:
         raise CliError(f"cannot {doing} on Kafka at {settings.kafka.bootstrap}: {exc}") from None
 
 
-def run_worker(settings: Settings, extra_models: list[Path] | None = None, create_topics: bool = True) -> int:
+def run_worker(settings: Settings, create_topics: bool = True) -> int:
     import faust
     from faust.sensors.prometheus import setup_prometheus_sensors
     from prometheus_client import start_http_server
@@ -109,7 +113,7 @@ def run_worker(settings: Settings, extra_models: list[Path] | None = None, creat
     log.debug("settings: %s", settings.redacted())
     try:
         models = ModelService(
-            [settings.model.path, *(extra_models or [])],
+            [settings.model.path, *settings.model.extra],
             variant=settings.model.variant,
             providers=settings.model.providers,
             threads=settings.model.intra_op_threads,

@@ -13,7 +13,7 @@ from monitor.core.scores import TaskScore, sentiment_score
 
 EVIDENCE_TEXT_CHARS = 280
 RESERVED = ("topic", "sentiment", "entities", "model", "stream", "event_time", "event_time_source", "scored_at",
-            "lag_ms", "input_fields")  # fmt: skip
+            "lag_ms", "input_fields", "lang_source")  # fmt: skip
 
 
 def scored_record(
@@ -26,14 +26,19 @@ def scored_record(
     event_time_source: str,
     scored_at_ms: int,
     stream: str,
+    lang: str = "en",
+    lang_source: str = "script",
 ) -> dict[str, Any]:
-    """The input item (unknown fields included) plus topic, sentiment, entities, model and timing.
+    """The input item (unknown fields included) plus language, topic, sentiment, entities, model and timing.
 
     An input field whose name the output uses (say a producer's own "sentiment")
-    is kept under "input_fields" instead of being silently overwritten.
+    is kept under "input_fields" instead of being silently overwritten; so is a
+    producer's `lang` spelled otherwise than the code it resolved to ("zh-CN").
     """
     out = dict(item)
     clashes = {k: out.pop(k) for k in RESERVED if k in out}
+    if "lang" in out and out["lang"] != lang:
+        clashes["lang"] = out.pop("lang")
     if clashes:
         out["input_fields"] = clashes
     if "topic" in scores:
@@ -47,6 +52,8 @@ def scored_record(
             "score": round(sentiment_score(s.probs), 5),
             "probs": s.probs,
         }
+    out["lang"] = lang
+    out["lang_source"] = lang_source
     out["entities"] = list(entities)
     out["model"] = dict(model)
     out["stream"] = stream

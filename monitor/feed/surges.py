@@ -90,6 +90,16 @@ def company_name(ticker: str) -> str:
     return watchlist.name_of(t) if watchlist is not None else t
 
 
+def surge_key(symbol: str) -> str | None:
+    """A ticker, cashtag or stock code as the worker's entity key ("$tsla" -> "TSLA", "sh600519" ->
+    "600519.SH", "1211.HK" -> "002594.SZ"); None when it is not a symbol."""
+    watchlist = _watchlist()
+    if watchlist is not None:
+        return watchlist.canonical(symbol)
+    t = symbol.strip().lstrip("$").upper()
+    return t if re.fullmatch(r"[A-Z]{1,6}(\.[A-Z]{1,2})?", t) else None
+
+
 def _watchlist() -> Watchlist | None:
     """The shipped watchlist, or None when it cannot be loaded (then only cashtags name companies)."""
     try:
@@ -132,8 +142,11 @@ def rewrite_for(row: Row, surge: Surge) -> tuple[str, list[str]] | None:
     entity = (row.entity or "").strip()
     if not entity:
         return None
-    # A bare apostrophe after a name ending in s ("United Spirits' shares") is its possessive.
-    pattern = re.compile(rf"(?<![\w$]){re.escape(entity)}(?P<poss>['\u2019](?![A-Za-z]))?(?!\w)")
+    # A bare apostrophe after a name ending in s ("United Spirits' shares") is its possessive. Word
+    # boundaries only where the name starts or ends with a Latin letter or digit: Chinese writes no spaces.
+    before = r"(?<![\w$])" if entity[0].isascii() else ""
+    after = r"(?!\w)" if entity[-1].isascii() else ""
+    pattern = re.compile(rf"{before}{re.escape(entity)}(?P<poss>['\u2019](?![A-Za-z]))?{after}")
     if not pattern.search(row.text):
         return None
     name = surge.name or key

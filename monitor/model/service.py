@@ -28,6 +28,7 @@ from monitor.model.session import BUCKET_SIZE
 log = logging.getLogger(__name__)
 
 SMOKE_TEXT = "Shares fell sharply after the company cut its profit forecast."
+SMOKE_TEXTS = {"en": SMOKE_TEXT, "zh": "公司下调全年利润预期，股价大跌。"}
 
 
 def _stamp(paths: Sequence[Path]) -> tuple[tuple[int, int], ...]:
@@ -65,17 +66,18 @@ class ModelService:
         scorer = Scorer.from_paths(self.paths, self.variant, self.providers, self.threads, self.bucket_size)
         if "sentiment" not in scorer.tasks:
             raise BundleError("no bundle provides the 'sentiment' task")
-        try:
-            result = scorer.score([SMOKE_TEXT])
+        langs = list(scorer.languages)
+        try:  # one text per language, so every route's bundles run once before serving
+            result = scorer.score([SMOKE_TEXTS.get(lang, SMOKE_TEXT) for lang in langs], langs)
         except Exception as exc:
             # e.g. a manifest listing fewer labels than the model has outputs
             raise BundleError(f"smoke prediction failed: {type(exc).__name__}: {exc}") from exc
-        if len(result) != 1 or set(result[0]) != scorer.tasks:
+        if len(result) != len(langs) or any(set(r) != scorer.tasks for r in result):
             raise BundleError("smoke prediction did not return every task")
         return scorer
 
-    def score(self, texts: Sequence[str]) -> list[dict[str, TaskScore]]:
-        return self.scorer.score(texts)
+    def score(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[dict[str, TaskScore]]:
+        return self.scorer.score(texts, langs)
 
     def maybe_reload(self) -> bool | None:
         """Reload if the manifest changed. True: swapped; False: refused; None: unchanged."""

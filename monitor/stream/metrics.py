@@ -37,7 +37,8 @@ class Metrics:
     def _items(self, r: CollectorRegistry) -> None:
         """What happens to input items: scored, dead-lettered, how fast."""
         self.messages = Counter(
-            "finsent_messages", "Items scored, by input stream, topic and sentiment", ["stream", "topic", "sentiment"],
+            "finsent_messages", "Items scored, by input stream, topic, sentiment and language",
+            ["stream", "topic", "sentiment", "lang"],
             registry=r,
         )  # fmt: skip
         self.invalid = Counter(

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 from monitor.core import entities as ent
+from monitor.core import language
 from monitor.core import validate as val
 from monitor.core.records import key_of, scored_record, trend_event, trend_keys
 from monitor.core.scores import TaskScore
@@ -31,7 +32,7 @@ from monitor.stream.outputs import Outputs, now_ms
 
 log = logging.getLogger(__name__)
 
-Valid = list[tuple[Any, val.Item]]
+Valid = list[tuple[Any, val.Item, tuple[str, language.LangSource]]]  # message, item, (language, how known)
 
 
 class ScoreStage:
@@ -99,17 +100,20 @@ class ScoreStage:
             if isinstance(result, val.Invalid):
                 await self.out.dead(msg.value, result.reason, result.detail, msg, box)
             else:
-                valid.append((msg, result))
+                valid.append((msg, result, language.item_language(result.lang, result.text)))
         if not valid:
             return box, [], []
-        texts = [model_text(item.text, item.title, self.models.scorer.max_length) for _, item in valid]
+        texts = [model_text(item.text, item.title, self.models.scorer.max_length) for _, item, _ in valid]
+        langs = [lang for _, _, (lang, _) in valid]
         started = time.perf_counter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(self.models.executor, self.models.score, texts)
+            results = await asyncio.get_running_loop().run_in_executor(
+                self.models.executor, self.models.score, texts, langs
+            )
         except Exception as exc:
             # A model failure must not lose the items: dead-letter them with the reason.
             log.exception("scoring a batch of %d failed", len(texts))
-            for msg, _ in valid:
+            for msg, _, _ in valid:
                 await self.out.dead(
                     msg.value, "processing_error", f"model: {type(exc).__name__}: {exc}"[:500], msg, box
                 )
@@ -127,9 +131,9 @@ class ScoreStage:
 
     async def emit(self, box: Outbox, valid: Valid, results: list[dict[str, TaskScore]]) -> None:
         """Write every scored item and its trend events; return once all of it (or a dead letter) is delivered."""
-        for i, ((msg, item), scores) in enumerate(zip(valid, results, strict=True)):
+        for i, ((msg, item, lang), scores) in enumerate(zip(valid, results, strict=True)):
             try:
-                await self.finish_item(msg, item, scores, box, i)
+                await self.finish_item(msg, item, lang, scores, box, i)
             except Exception as exc:
                 # Never die on data: anything unexpected goes to the dead-letter topic.
                 log.exception("processing failed for %s[%s]@%s", msg.topic, msg.partition, msg.offset)
@@ -148,7 +152,13 @@ class ScoreStage:
             await last.confirm()
 
     async def finish_item(
-        self, msg: Any, item: val.Item, scores: dict[str, TaskScore], box: Outbox, origin: int
+        self,
+        msg: Any,
+        item: val.Item,
+        lang: tuple[str, language.LangSource],
+        scores: dict[str, TaskScore],
+        box: Outbox,
+        origin: int,
     ) -> None:
         kafka_ts = int(msg.timestamp * 1000) if msg.timestamp else None
         scorer = self.models.scorer
@@ -158,8 +168,9 @@ class ScoreStage:
         event_ms, source = val.event_time_ms(item, kafka_ts, now_ms())
         done = now_ms()
         record = scored_record(
-            item.to_dict(), scores, found, scorer.ident,
+            item.to_dict(), scores, found, scorer.route(lang[0]).ident,
             event_ms=event_ms, event_time_source=source, scored_at_ms=done, stream=msg.topic,
+            lang=lang[0], lang_source=lang[1],
         )  # fmt: skip
         # Trend events first, the scored item last: once a consumer sees the scored
         # item, everything it feeds into has been handed to the producer.
@@ -170,7 +181,8 @@ class ScoreStage:
         sk = str(item.id).encode()
         await box.send(lambda: scored.send(key=sk, value=record, force=True), origin, f"scored item {item.id}")
         topic_label = record.get("topic", {}).get("label", "none")
-        self.metrics.messages.labels(msg.topic, topic_label, record["sentiment"]["label"]).inc()
+        lang_label = lang[0] if lang[0] in scorer.routes else "other"  # bounded: languages a bundle declares
+        self.metrics.messages.labels(msg.topic, topic_label, record["sentiment"]["label"], lang_label).inc()
         if kafka_ts:
             self.metrics.lag.observe(max(0.0, (done - kafka_ts) / 1000))
         self.metrics.last_scored.set(done / 1000)
