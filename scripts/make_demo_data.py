@@ -75,9 +75,11 @@ _COMPANY_CONTEXT = re.compile(
 PROVENANCE = """\
 # Demo data: provenance
 
-The demo (`finsent demo`) replays these two files, news headlines into
-`finsent.news` and tweets into `finsent.comments`. Both are rebuilt byte
-for byte by `python scripts/make_demo_data.py` (needs `../shared/datasets`).
+The demo (`finsent demo`) replays these three files: English news
+headlines and Chinese news flashes and forum comments into `finsent.news`,
+tweets into `finsent.comments`. The two English files are rebuilt byte for
+byte by `python scripts/make_demo_data.py` (needs `../shared/datasets`);
+the Chinese one was written for the demo and is kept as written.
 
 ## headlines.csv: finance tweets
 
@@ -118,6 +120,35 @@ an injected surge; the model never sees the labels. A company surge
 as they are, and negative rows with an `entity` with that company's name in
 place of the entity, so every injected item is a real negative headline
 about one company.
+"""
+
+# Written for the demo, not sampled (no Chinese data set here may be redistributed): kept as written.
+ZH_SECTION = """\
+## zh.csv: Chinese news flashes and forum comments
+
+420 rows; columns `id,text,label,source,entity`. Written in Simplified
+Chinese for this project's demo, not collected from any source and not
+made by `scripts/make_demo_data.py` (the file is kept as written). The
+items are fictional: they name real listed companies from the watchlist
+(`monitor/data/watchlist.json`, 68 companies), but describe nothing that
+happened and are neither news nor investment information. Released under
+the repository's licence (Apache-2.0).
+
+- `source`: `news` (170 rows, flashes in the style of Chinese financial
+  wire services) or `forum` (250 rows, retail-investor stock-forum comments).
+- Labels assigned by the author, as the sentiment an investor reading the
+  item would give it: 147 negative, 139 neutral, 134 positive (news 57/56/57,
+  forum 90/83/77).
+- Texts distinct, 12-113 characters; 42 rows write a stock code
+  (`600519.SH`, `（00700）`, `港股9988`, ...), 16 of them without the name.
+- `entity`: as in news.csv, the company's name exactly as the text writes
+  it (its watchlist name or a Chinese alias such as `茅台` or `招行`) when the
+  item is about one watchlist company and names no other (327 rows, 118 of
+  them negative, over 60 companies), else empty. Market, sector and
+  multi-company items leave it empty. The negative rows with an `entity` are
+  worded to read naturally for any company, and none of them writes a code,
+  so a company surge can put the surge company's name in place of the entity.
+- ids `zh-00000`...; rows in shuffled order (seed 2026).
 """
 
 
@@ -253,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
             news_total=len(news),
             news_counts=_counts(news_counts),
             news_entities=sum(1 for *_, e in news if e),
-        ),
+        )
+        + "\n"
+        + ZH_SECTION,
         encoding="utf-8",
     )
     print(f"wrote {len(picked)} rows ({size:,} bytes) to {out}: {dict(sorted(counts.items()))}")

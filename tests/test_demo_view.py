@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from monitor.cli.demo_view import DemoState, render, summary_lines
+from monitor.cli.demo_view import DemoState, progress_line, render, summary_lines
 
 W0 = 1_700_000_000_000  # wall ms when the demo started
 T0 = 1_000.0  # monotonic time when the demo started
@@ -169,8 +169,9 @@ def test_the_summary_names_every_alert_with_its_state_and_times() -> None:
         state.on_alert(rec["firing"])
     lines = summary_lines(state)
     text = "\n".join(lines)
-    assert lines[0].startswith("alerts: 15 (8 still firing)"), text
-    rows = [line for line in lines[1:] if line[3:].startswith(("firing", "resolved"))]
+    assert lines[0].startswith("scored by language: "), text
+    assert lines[1].startswith("alerts: 15 (8 still firing)"), text
+    rows = [line for line in lines[2:] if line[3:].startswith(("firing", "resolved"))]
     assert len(rows) == 15, text
     for ep in state.episodes.values():
         (row,) = [r for r in rows if f" {ep['dimension']}:{ep['key']} " in r]
@@ -181,6 +182,15 @@ def test_the_summary_names_every_alert_with_its_state_and_times() -> None:
     # The surge's outcome and its evidence headlines close the report.
     assert "injected surge" in text and "alert firing" in text
     assert all(ev["text"] in text for ev in EVIDENCE)
+
+
+def test_the_summary_counts_items_per_language() -> None:
+    state = DemoState(surge_key="TSLA", started=T0, started_wall_ms=W0)
+    assert summary_lines(state)[0] == "scored by language: none yet"
+    for i, lang in enumerate(["en", "zh", "en", None]):
+        state.on_scored({"sentiment": {"label": "neutral"}, **({"lang": lang} if lang else {})}, T0 + i)
+    assert summary_lines(state)[0] == "scored by language: en 2, zh 1, ? 1"
+    assert "; en 2, zh 1, ? 1)  alerts 0" in progress_line(state, T0 + 3)
 
 
 def test_the_summary_reports_a_resolved_surge_and_a_missing_one() -> None:

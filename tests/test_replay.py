@@ -28,6 +28,7 @@ from tests.conftest import consume, consume_records, settings_for
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "monitor" / "data" / "demo" / "headlines.csv"
 NEWS = REPO / "monitor" / "data" / "demo" / "news.csv"
+ZH = REPO / "monitor" / "data" / "demo" / "zh.csv"
 WALL0 = 1_700_000_000_000
 
 
@@ -427,6 +428,37 @@ def test_demo_surge_is_real_negative_headlines_about_the_company() -> None:
     # The tweets carry no annotation: only those naming Tesla themselves can be injected, as they are.
     tweets = surge_items(load_rows(DEMO).rows, surge)
     assert tweets and all(text == row.text for row, text, _ in tweets)
+
+
+def test_demo_chinese_items_are_labelled_and_name_their_company() -> None:
+    from monitor.core.entities import default_watchlist, extract_entities
+    from monitor.core.language import detect_script
+
+    fields, rows = _read(ZH)
+    assert fields == ["id", "text", "label", "source", "entity"] and 300 <= len(rows) <= 600
+    assert len({r["text"] for r in rows}) == len(rows) and {r["source"] for r in rows} == {"news", "forum"}
+    counts = Counter(r["label"] for r in rows)
+    assert all(0.25 < counts[lab] / len(rows) < 0.45 for lab in ("negative", "neutral", "positive"))
+    assert all(detect_script(r["text"]) == "zh" for r in rows)
+    wl = default_watchlist()
+    with_entity = [r for r in rows if r["entity"]]
+    assert len({r["entity"] for r in with_entity}) >= 40
+    for r in with_entity:  # the one company the row is about, found by the worker's own extractor
+        assert r["text"].count(r["entity"]) == 1
+        assert extract_entities(r["text"], (), wl) == extract_entities(r["entity"], (), wl), r
+
+
+def test_demo_chinese_company_surge_is_negative_items_about_it() -> None:
+    """The demo's default surge (BYD, 002594.SZ) rides in the Chinese stream, with its Chinese name swapped in."""
+    from monitor.cli.demo import SURGE_ENTITY
+
+    surge = Surge.entity(SURGE_ENTITY, company_name(SURGE_ENTITY))
+    assert surge.name == "比亚迪"
+    items = surge_items(load_rows(ZH).rows, surge)
+    assert len(items) > 100
+    for row, text, tickers in items:
+        assert row.negative and tickers == [SURGE_ENTITY] and named_companies(text) == {SURGE_ENTITY}
+        assert text.replace("比亚迪", str(row.entity)) == row.text or row.entity == "比亚迪"
 
 
 def test_demo_data_script_reproduces_the_shipped_files(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ class DemoState:
     scored: int = 0
     deadletters: int = 0
     sentiments: dict[str, int] = field(default_factory=lambda: {"negative": 0, "neutral": 0, "positive": 0})
+    languages: dict[str, int] = field(default_factory=dict)
     recent_rate: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=50))
     trends: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     episodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -55,6 +56,8 @@ class DemoState:
             lab = (rec.get("sentiment") or {}).get("label")
             if lab in self.sentiments:
                 self.sentiments[lab] += 1
+            lang = str(rec.get("lang") or "?")
+            self.languages[lang] = self.languages.get(lang, 0) + 1
             if isinstance(rec.get("lag_ms"), int | float):
                 self.lags.append(float(rec["lag_ms"]))
             self.recent_rate.append((now, self.scored))
@@ -328,7 +331,8 @@ def summary_lines(state: DemoState) -> list[str]:
     surge's) is often not the most recent by the time the demo stops.
     """
     alerts = state.alerts()
-    out = [f"alerts: {len(alerts)} ({sum(e['state'] == 'firing' for e in alerts)} still firing)"]
+    out = [f"scored by language: {_languages(state)}"]
+    out.append(f"alerts: {len(alerts)} ({sum(e['state'] == 'firing' for e in alerts)} still firing)")
     for ep in alerts:
         resolved = _clock(state, ep["resolved_at"]) if ep["state"] == "resolved" else "-"
         mark = "*" if ep is state.surge_alert() else " "
@@ -356,12 +360,19 @@ def summary_lines(state: DemoState) -> list[str]:
     return out
 
 
+def _languages(state: DemoState) -> str:
+    with state.lock:
+        langs = sorted(state.languages.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{lang} {n}" for lang, n in langs) or "none yet"
+
+
 def progress_line(state: DemoState, now: float) -> str:
     """The plain (--no-live) progress line: counts and the surge alert's state."""
     alerts = state.alerts()
     pinned = state.surge_alert()
     surge = _alert_line(state, pinned, short=True) if pinned else _surge_status(state, now)
     return (
-        f"{now - state.started:5.0f} s  scored {state.scored} ({state.rate():.1f}/s)  alerts {len(alerts)} "
+        f"{now - state.started:5.0f} s  scored {state.scored} ({state.rate():.1f}/s; {_languages(state)})  "
+        f"alerts {len(alerts)} "
         f"({sum(e['state'] == 'firing' for e in alerts)} firing)  surge: {surge}"
     )
