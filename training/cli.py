@@ -96,9 +96,11 @@ def _train_recipe(args: argparse.Namespace) -> int:
     train_sets, valid = recipe_sets(recipe, DATASETS, args.limit, args.seed)
     for t, ex in train_sets.items():
         print(f"{t}: {len(ex.texts)} training rows: {describe(ex)}; skipped {dict(ex.skipped) or 'none'}")
-    cfg = TrainConfig(backbone=args.backbone or recipe.backbone, tasks=recipe.tasks, epochs=args.epochs,
+    cfg = TrainConfig(backbone=args.backbone or recipe.backbone, tasks=recipe.tasks,
+                      epochs=args.epochs if args.epochs is not None else recipe.epochs,
                       batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or recipe.max_length,
-                      seed=args.seed, eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch,
+                      seed=args.seed, eval_every=args.eval_every,
+                      evals_per_epoch=args.evals_per_epoch or recipe.evals_per_epoch,
                       balanced_tasks=args.balanced_tasks, patience=args.patience, max_steps=args.max_steps,
                       threads=args.threads, random_init=args.random_init, recipe=recipe.name,
                       layers=args.layers or recipe.layers)  # fmt: skip
@@ -132,9 +134,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     valid = {t: _limit(load_examples(getattr(args, f"{t}_valid") or f[f"{t}_valid"], t), args.limit) for t in tasks}
     for t, ex in train_sets.items():
         print(f"{t}: {len(ex.texts)} training rows from {ex.source}, skipped {dict(ex.skipped) or 'none'}")
-    cfg = TrainConfig(backbone=args.backbone or DEFAULT_BACKBONE, tasks=tasks, epochs=args.epochs,
+    cfg = TrainConfig(backbone=args.backbone or DEFAULT_BACKBONE, tasks=tasks,
+                      epochs=args.epochs if args.epochs is not None else 3.0,
                       batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or 64, seed=args.seed,
-                      eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch, balanced_tasks=args.balanced_tasks,
+                      eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch or 2,
+                      balanced_tasks=args.balanced_tasks,
                       patience=args.patience, max_steps=args.max_steps, threads=args.threads,
                       random_init=args.random_init, layers=args.layers)  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
@@ -335,7 +339,9 @@ def _add_train_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(f"--{t}-train", help=f"labeled {t} training file (CSV/JSONL/Parquet)")
         sp.add_argument(f"--{t}-valid", help=f"labeled {t} validation file (early stopping)")
     sp.add_argument(
-        "--epochs", type=float, default=3.0, help="passes over the training data (early stopping may end sooner)"
+        "--epochs",
+        type=float,
+        help="passes over the training data (default 3, or the recipe's; early stopping may end sooner)",
     )
     sp.add_argument("--batch-size", type=int, default=32, help="texts per step; each batch holds one task")
     sp.add_argument("--lr", type=float, default=8e-5, help="encoder learning rate (heads use 1e-3)")
@@ -344,7 +350,8 @@ def _add_train_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--seed", type=int, default=13, help="seed for weights of the heads and batch order")
     sp.add_argument("--eval-every", type=int, default=0,
                     help="steps between validations (0: --evals-per-epoch times per epoch)")  # fmt: skip
-    sp.add_argument("--evals-per-epoch", type=int, default=2, help="validations per epoch (early stopping)")
+    sp.add_argument("--evals-per-epoch", type=int,
+                    help="validations per epoch (early stopping; default 2, or the recipe's)")  # fmt: skip
     sp.add_argument("--patience", type=int, default=3, help="stop after this many validations without gain")
     sp.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -76,7 +76,7 @@ def build_model(backbone: str, tasks: dict[str, int], random_init: bool = False,
         encoder = BertModel(cfg, add_pooling_layer=False)
     else:
         encoder = AutoModel.from_pretrained(str(path))
-    if layers is not None:
+    if layers is not None and not random_init:  # the tiny random encoder has one layer whatever is asked
         keep_bottom_layers(encoder, layers)
     hidden = int(encoder.config.hidden_size)
     return MultiTaskModel(encoder, hidden, tasks), tokenizer
