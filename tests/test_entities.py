@@ -207,7 +207,7 @@ def test_every_code_spelling_is_one_key(spellings: list[str], key: str) -> None:
         ("中国银行保险监督管理委员会", []),
         ("早上喝小米粥", []),
         ("伊利诺伊州", []),
-        ("加工行业", []),  # "工行" is not a trusted short name
+        ("加工行业", []),  # "工行业" is an ignore phrase: 加工 + 行业
         # Mixed-language text.
         ("Tesla股价", ["TSLA"]),
         ("$TSLA 与 比亚迪", ["TSLA", "002594.SZ"]),
@@ -227,6 +227,106 @@ def test_chinese_text(text: str, want: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        # Short names and forum nicknames, each listed in `exact`.
+        ("工行、建行、农行、中行、交行齐涨", ["601398.SH", "601939.SH", "601288.SH", "601988.SH", "601328.SH"]),
+        ("工行股息率都快6%了", ["601398.SH"]),
+        ("工行业绩稳健，中行业务转型，建行行长发言", ["601398.SH", "601988.SH", "601939.SH"]),
+        ("中石油、中石化和中海油", ["601857.SH", "600028.SH", "600938.SH"]),
+        ("中免跌了，东财涨了", ["601888.SH", "300059.SZ"]),
+        ("中芯牛逼，神华分红，紫金跟着金价飞", ["688981.SH", "601088.SH", "601899.SH"]),
+        ("撤了恒瑞买迈瑞，歌尔立讯都涨了", ["600276.SH", "300760.SZ", "002475.SZ"]),
+        ("宁王终于涨停了", ["300750.SZ"]),
+        ("鹅厂天天回购", ["0700.HK"]),
+        ("药明康德跌超2%", ["603259.SH"]),
+        # 平安 and 友邦 alone are ordinary words: only names no other sense or company has.
+        ("平安集团、平安人寿、平安寿险、平安产险", ["601318.SH"]),
+        ("友邦集团和友邦人寿", ["1299.HK"]),
+        # Real mentions next to an ignore phrase's neighbourhood still count.
+        ("快手上涨，在快手上直播", ["1024.HK"]),
+        ("北京京东世纪贸易", ["9618.HK"]),
+        ("万科A和万科创始人", ["000002.SZ"]),
+        ("格力量产新品", ["000651.SZ"]),
+        ("百度股价和百度百科", ["9888.HK"]),
+        ("中国石油产量", ["601857.SH"]),
+        ("隆基股份", ["601012.SH"]),
+        ("盘中中免拉升", ["601888.SH"]),
+    ],
+)
+def test_chinese_short_names(text: str, want: list[str]) -> None:
+    assert extract_entities(text, [], WL) == want
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A bank's short name ends in 行, which also starts 行业, 行情, 行为, 行政, 行动, 行使.
+        "化工行业、军工行情、员工行为、基建行业、施工行业",
+        "其中行政拘留23人；盘中行情反复；途中行驶；空中行走；集中行权",
+        "外交行动，成交行为，公交行业，务农行业",
+        # Another word ending in the name's first character, or starting with its last.
+        "其中石油、煤炭及其他，盘中石化板块走强",
+        "其中免税收入下降，过程中免费，治疗中免疫力下降",
+        "股东财富最大化，山东财经大学，广东财政厅",
+        "市场中芯片需求旺盛",
+        "北京东路、南京东路、北京东城区、东京东部",
+        "投资风格力求稳健，价格力度加大，人格力量，性格力",
+        "很快手里的筹码就没了，尽快手续，加快手续办理，快手快脚",
+        "几千万科技股，百万科研经费，500万科技型企业",
+        "兴隆基金，兴隆基地，丰隆基金",
+        "辽宁王某，南宁王先生，养鹅厂",
+        "美团队协作，健美团体赛",
+        # Places, idioms, transliterations and the look-it-up verb.
+        "阿里山，阿里郎，阿里路亚",
+        "紫金山天文台，紫金港校区，紫金县",
+        "平安夜，平平安安，出入平安，报平安，一路平安",
+        "友邦惊诧，台湾所谓友邦",
+        "经济增长和调结构，董事长和总经理",  # 长和 (CK Hutchison) is left out
+        "百度一下，你就知道；我百度了一下",
+        "伊利亚，伊利沙伯医院，伊利诺伊州",
+        "茅台镇的酱酒",
+        "上海康复医院",
+        # The industry, not the company.
+        "中国电信业，中国电信行业，中国银行业",
+        "中国石油需求放缓，中国石油进口量，中国石油消费，中国石油行业，中国石油工业",
+        "中国人寿命延长",
+        # Other companies whose names start with a watchlist name.
+        "中海油服，中海油田服务，中石化油服，中芯集成，紫金银行，紫金保险",
+        "格力地产，格力博，隆基机械，药明生物，平安证券，平安好医生",
+    ],
+)
+def test_chinese_words_that_hold_a_name(text: str) -> None:
+    assert extract_entities(text, [], WL) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "tickers", "want"),
+    [
+        # A one- or two-letter word touching a Han character is an abbreviation, not a ticker.
+        ("MA均线金叉，5日均线MA", [], []),
+        ("同时下调5个BP，BP点", [], []),
+        ("GE医疗，MS评级，KO对手，BA波音，CS战队，DB数据库，GS手表", [], []),
+        # Cashtags, given tickers, spaces, punctuation and English text still name the company.
+        ("$MA均线", [], ["MA"]),
+        ("MA均线", ["MA"], ["MA"]),
+        ("关注 GE 的走势，摩根士丹利(MS.N)目标价，英国石油（BP）涨4%", [], ["GE", "MS", "BP"]),
+        ("MA shares rose; BP and KO fell", [], ["MA", "BP", "KO"]),
+        ("AMD芯片，NVDA腾讯", [], ["AMD", "NVDA", "0700.HK"]),  # three letters and more: a ticker
+    ],
+)
+def test_short_latin_tickers_in_chinese_text(text: str, tickers: list[str], want: list[str]) -> None:
+    assert extract_entities(text, tickers, WL) == want
+
+
+def test_year_after_a_code_word_is_not_a_code() -> None:
+    assert extract_entities("港股2020至今跌了一半", [], WL) == []
+    assert extract_entities("港股2020今日大涨", [], WL) == ["2020.HK"]  # a code word then a listed code
+    assert extract_entities("港股2020至少还能涨", [], WL) == ["2020.HK"]  # 至少 is not 至今
+    assert extract_entities("港股9988至今，600519以来", [], WL) == ["BABA", "600519.SH"]  # not year-shaped
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "价格600519元",  # an amount that happens to be a listed code
@@ -238,6 +338,7 @@ def test_chinese_text(text: str, want: list[str]) -> None:
         "订单号20240601123，邮编100000，编号123456，(123456) (202406)",
         "约¥600519，$600519，-600519",
         "股价9988点，港股2020年",
+        "港股2020至今跌了一半，港股通2015以来，港股2020-2023，港股 2020至2024年",  # years after 港股
         "ORDER 300750X and X300750",
     ],
 )

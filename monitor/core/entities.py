@@ -28,6 +28,10 @@ Matching rules:
   capitals): "ms word" or "meta-analysis" name nobody.
 * The bare ticker in capitals counts ("MS upgrades GE"), except one-letter
   tickers ("C", "V"), which count only as cashtags or given tickers.
+* A word of one or two letters right next to a CJK ideograph ("MA均线",
+  "下调25个BP", "GE医疗") is an abbreviation in Chinese text, not a ticker;
+  with a space or punctuation between ("MA 均线", "关注 GE，") or as a
+  cashtag ("$MA均线") it counts as above.
 * Cashtags: `$` then 1-6 letters, optionally `.` and 1-2 letters (`$AAPL`,
   `$brk.b`); `$5`, `$3.2bn` and `US$` are amounts, not tickers. Cashtags and
   given tickers written as a listed ticker-shaped alias map to the company's
@@ -40,8 +44,10 @@ Matching rules:
   listed in `exact`, which marks it as checked (the loader refuses it
   otherwise: "工行" hides in "加工行业"), and `ignore` lists longer phrases
   that contain a name but mean something else ("平安夜", "中国银行业",
-  "小米粥"). The longest listed phrase at a position wins, so "京东方" (BOE)
-  is not "京东" (JD.com).
+  "小米粥", "化工行业"). The longest listed phrase at a position wins, so
+  "京东方" (BOE) is not "京东" (JD.com), and a phrase that starts earlier
+  wins over a name inside it, the text being read from the left: "北京东路"
+  is not "京东", "其中免税" not "中免".
 * Stock codes. Keys: A-shares `NNNNNN.SH|SZ|BJ`, Hong Kong `NNNN.HK` (four
   digits, zero-padded: HKEX's five-digit "00700" and Yahoo's "0700.HK" both
   become `0700.HK`). Spellings with an exchange mark always count:
@@ -56,7 +62,9 @@ Matching rules:
     code "(0755)"; "(2020)" is a year even though 2020.HK is listed);
   - after 代码, 股票, 港股, 港股通, H股, A股, 沪市 or 深市 (an optional colon or
     space between): six digits as above, four or five starting with 0, or
-    a watchlist Hong Kong code ("港股9988");
+    a watchlist Hong Kong code ("港股9988"), but not a year: 19xx or 20xx
+    followed by 至今, 迄今, 以来, 以前/之前, 以后/之后 or a range to another
+    year ("港股2020至今跌了一半", "港股2019-2021");
   - on its own, only a watchlist company's six-digit A-share code or
     five-digit zero-led Hong Kong code ("600519涨停", "00700"); a code next
     to a digit, a decimal point, a currency sign or a unit (元, 万, 亿, 手,
@@ -95,6 +103,8 @@ DEFAULT_WATCHLIST = Path(__file__).parent.parent / "data" / "watchlist.json"
 _SHORT_ALIAS = 3
 # CJK aliases shorter than this hide inside other words ("工行" in "加工行业"): only via `exact`.
 _MIN_CJK = 3
+# A Latin word this short touching a CJK ideograph is an abbreviation ("MA均线", "25个BP"), not a ticker.
+_ABBREVIATION = 2
 # Characters that continue a word: a match must not have one on either side.
 _WORD = r"0-9A-Za-z_\u00c0-\u024f"
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -103,6 +113,10 @@ _CASHTAG = r"\$(?P<cash>[A-Za-z]{1,6}(?:\.[A-Za-z]{1,2})?)"
 _NUM_AFTER = r"(?![.,，][0-9]|[%％‰万亿元块手张份次人年月日号点倍只家个吨]|股(?![价票份东]))"
 # Words after which a number is a stock code ("股票代码：600519", "港股00700").
 _CODE_CONTEXT = ("代码", "股票", "港股通", "港股", "H股", "A股", "沪市", "深市")
+# A year-shaped number after a code word is a year when one of these follows ("港股2020至今跌了一半",
+# "港股2015以来", "港股2019-2021"); "年" (年初, 年底) is already in `_NUM_AFTER`.
+_YEAR = re.compile(r"(?:19|20)[0-9]{2}")
+_AFTER_YEAR = re.compile(r"至今|迄今|以来|以前|之前|以后|之后|[至到~～\-－–—]\s?(?:19|20)[0-9]{2}(?![0-9])")
 # Stock codes in text. Each alternative starts by consuming a plain character class and only then
 # opens its group, so the engine skips it at a word that cannot start a code without entering it
 # (see `_trie_branches`); the first digit is outside the group, so the number is m.group(). Digits
@@ -169,6 +183,12 @@ def _trie_branches(words: Iterable[str], fold: bool = False) -> list[str]:
         return f"(?:{body})?" if "" in node else body
 
     return [char(ch) + build(child) for ch, child in sorted(trie.items()) if ch]
+
+
+def _touches_cjk(text: str, m: re.Match[str]) -> bool:
+    """Does a CJK ideograph stand right before or right after this match?"""
+    start, end = m.span()
+    return bool(start and _CJK_RE.match(text, start - 1)) or _CJK_RE.match(text, end) is not None
 
 
 def _is_acronym(alias: str) -> bool:
@@ -349,6 +369,8 @@ class Watchlist:
         if kind == "bare":
             return self._bare.get(m.group())
         num = m.group() if kind == "par" else m[kind]  # in brackets, or after a code word
+        if kind != "par" and _YEAR.fullmatch(num) and _AFTER_YEAR.match(m.string, m.end(kind)):
+            return None  # "港股2020至今": a year, though 2020.HK is listed
         if len(num) == 6:
             exchange = _a_board(num)
             return f"{num}.{exchange}" if exchange else None
@@ -372,6 +394,8 @@ class Watchlist:
                 ticker = self.canonical(m.group("cash"))
             elif kind is None:
                 ticker = self._word(m.group())
+                if ticker and has_cjk and len(m.group()) <= _ABBREVIATION and _touches_cjk(text, m):
+                    ticker = None  # "MA均线", "25个BP": an abbreviation in Chinese text
             elif kind == "zh":
                 ticker = self._cjk.get(m.group("zh"))
             else:
