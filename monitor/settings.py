@@ -32,7 +32,9 @@ _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 SOURCE_ROOT: Path | None = _PACKAGE_PARENT if (_PACKAGE_PARENT / "pyproject.toml").is_file() else None
 HOME = SOURCE_ROOT or Path(".")
 DEFAULT_BUNDLE = HOME / "models" / "finsent-minilm-l6"
-DEFAULT_EXTRA_BUNDLES: tuple[Path, ...] = ()
+# English items go to the English bundle (best on tweets, no regression), Chinese ones to the multilingual
+# one (the only bundle that reads Chinese); see training/README.md for the comparison behind this choice.
+DEFAULT_EXTRA_BUNDLES: tuple[Path, ...] = (SOURCE_ROOT / "models" / "finsent-multilingual",) if SOURCE_ROOT else ()
 # Every section rejects keys it does not know: a misspelt key (`[surge] kk = 3`) silently
 # ignored would leave the default in force while the operator believes it changed.
 STRICT = ConfigDict(extra="forbid")

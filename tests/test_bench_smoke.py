@@ -67,3 +67,26 @@ def test_paced_bench_refuses_bad_rates_in_one_line() -> None:
     r = subprocess.run([sys.executable, "-m", "bench.paced", "--broker-log", "info,loud"], cwd=REPO,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--broker-log" in r.stderr.splitlines()[-1]
+
+
+def test_candidates_bench_compares_bundles_on_every_set(tmp_path: Path) -> None:
+    from bench.candidates import DATASETS
+
+    if not DATASETS.is_dir():
+        pytest.skip(f"evaluation datasets not at {DATASETS}")
+    out = tmp_path / "candidates.json"
+    bundles = [REPO / "models" / "finsent-minilm-l6", REPO / "models" / "finsent-multilingual"]
+    r = subprocess.run(
+        [sys.executable, "-m", "bench.candidates", *map(str, bundles), "--limit", "40", "--rounds", "1",
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| candidate |" in r.stdout
+    res = json.loads(out.read_text())["results"]
+    for b in bundles:
+        row = res[str(b)]
+        assert set(row["sets"]) == {"tweets_sentiment", "sentfin", "phrasebank", "finfe", "tweets_topic", "finnl"}
+        assert set(row["cpu_ms"]) == {"en@1", "en@32", "zh@1", "zh@32"} and row["size_mb"] > 1
+    # The English-only bundle cannot read Chinese; the multilingual one can (40 texts: a loose bound).
+    assert res[str(bundles[1])]["sets"]["finfe"]["macro_f1"] > res[str(bundles[0])]["sets"]["finfe"]["macro_f1"] + 0.2
