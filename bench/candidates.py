@@ -34,8 +34,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("FINSENT_DATASETS", REPO.parent / "shared" / "datasets"))
 EVAL_SETS = ("tweets_sentiment", "sentfin", "phrasebank", "finfe", "tweets_topic", "finnl")
@@ -48,49 +46,23 @@ def load_sets(limit: int | None) -> dict[str, Any]:
     return {name: load_source(name, "valid", DATASETS, limit, seed=7) for name in EVAL_SETS}
 
 
-def scores(scorer: Any, ex: Any) -> dict[str, Any]:
-    """Accuracy and macro-F1 of one task on one set, the probabilities in the dataset's label order."""
-    from training.data import TASK_LABELS
-    from training.metrics import classification_report
+def accuracy(bundle: Path, sets: dict[str, Any]) -> dict[str, Any]:
+    """Per set, then per task x language with the sets pooled (PhraseBank stays on its own): training's own
+    evaluation, which scores through the worker's classifier."""
+    from training.evaluate import bundle_probs, language_reports, reports
 
-    labels = TASK_LABELS[ex.task]
-    out = []
-    for s in range(0, len(ex.texts), 64):
-        texts = ex.texts[s : s + 64]
-        for r in scorer.score(texts, ex.langs[s : s + 64]):
-            probs = r[ex.task].probs
-            out.append([probs.get(lab, 0.0) for lab in labels])
-    rep = classification_report(np.asarray(out), ex.labels, labels)
-    return {"n": rep["n"], "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "pred": np.asarray(out)}
-
-
-def accuracy(scorer: Any, sets: dict[str, Any]) -> dict[str, Any]:
-    """Per set, then per task x language with the sets pooled (PhraseBank stays on its own)."""
-    from training.metrics import classification_report
-
-    per_set = {}
-    pooled: dict[str, tuple[list[Any], list[int]]] = {}
-    for name, ex in sets.items():
-        if ex.task not in scorer.tasks:
-            continue
-        r = scores(scorer, ex)
-        per_set[name] = {k: r[k] for k in ("n", "accuracy", "macro_f1")}
-        if name != "phrasebank":
-            probs, ys = pooled.setdefault(f"{ex.task}/{ex.langs[0]}", ([], []))
-            probs.append(r["pred"])
-            ys.extend(ex.labels)
-    from training.data import TASK_LABELS
-
-    per_lang = {}
-    for key, (probs, ys) in pooled.items():
-        rep = classification_report(np.concatenate(probs), ys, TASK_LABELS[key.split("/")[0]])
-        per_lang[key] = {"n": rep["n"], "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"]}
-    return {"sets": per_set, "languages": per_lang}
+    probs = bundle_probs(bundle, sets)
+    keep = ("n", "accuracy", "macro_f1")
+    return {
+        "sets": {name: {k: r[k] for k in keep} for name, r in reports(sets, probs, "auto").items()},
+        "languages": {
+            f"{r['task']}/{r['lang']}": {k: r[k] for k in keep} for r in language_reports(sets, probs, "auto").values()
+        },
+    }
 
 
-def int8_agreement(bundle: Path) -> dict[str, Any]:
+def int8_agreement(manifest: dict[str, Any]) -> dict[str, Any]:
     """What the export measured: INT8 vs fp32 per evaluation set, torch vs INT8 per language and task."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
     vs_fp32 = (manifest.get("metrics") or {}).get("int8_vs_fp32") or {}
     fp32 = {k: v.get("argmax_agreement") for k, v in vs_fp32.items() if isinstance(v, dict)}
     parity = manifest.get("parity") or {}
@@ -117,8 +89,7 @@ def cpu_ms(scorer: Any, texts: Sequence[str], langs: Sequence[str], batch: int) 
     return (time.process_time() - t0) * 1000 / len(texts)
 
 
-def size_mb(bundle: Path) -> float:
-    manifest = json.loads((bundle / "manifest.json").read_text())
+def size_mb(bundle: Path, manifest: dict[str, Any]) -> float:
     files = [f for f in manifest.get("files", {}) if not f.endswith((".png", ".md", ".json")) or f == "tokenizer.json"]
     return round(sum((bundle / f).stat().st_size for f in files if (bundle / f).is_file()) / 1e6, 1)
 
@@ -146,10 +117,10 @@ def measure(bundles: list[Path], sets: dict[str, Any], rounds: int) -> dict[str,
             "version": manifest.get("version"),
             "backbone": manifest.get("backbone"),
             "languages": manifest.get("languages", ["en"]),
-            "size_mb": size_mb(b),
+            "size_mb": size_mb(b, manifest),
             "cpu_ms": {k: round(statistics.median(v), 3) for k, v in costs[key].items()},
-            "int8": int8_agreement(b),
-            **accuracy(scorers[key], sets),
+            "int8": int8_agreement(manifest),
+            **accuracy(b, sets),
         }
     return out
 
@@ -168,13 +139,10 @@ def table(results: dict[str, Any]) -> str:
                               for x in ("en", "zh"))  # fmt: skip
 
         c = r["cpu_ms"]
-        agree = r["int8"]["min"]
+        agree = f"{r['int8']['min'] * 100:.2f}%" if r["int8"]["min"] is not None else "-"
         lines.append(
             f"| {r['name']} ({Path(key).name}) | " + " | ".join(f1) + f" | {pair('sentiment')} | {pair('topic')} | "
-            f"{agree * 100:.2f}% | {c['en@1']:.2f} / {c['en@32']:.2f} | {c['zh@1']:.2f} / {c['zh@32']:.2f} | "
-            f"{r['size_mb']:.0f} |"
-            if agree is not None
-            else f"| {r['name']} | " + " | ".join(f1) + " | ... |"
+            f"{agree} | {c['en@1']:.2f} / {c['en@32']:.2f} | {c['zh@1']:.2f} / {c['zh@32']:.2f} | {r['size_mb']:.0f} |"
         )
     return "\n".join(lines)
 

@@ -49,15 +49,19 @@ class Route:
 
     @property
     def ident(self) -> dict[str, str]:
-        """Model identity for the items this route scores: one bundle's, or the joined names of several."""
-        bundles = [m.bundle for m, _ in self.parts]
-        if len(bundles) == 1:
-            return dict(bundles[0].ident)
-        return {
-            "name": "+".join(b.name for b in bundles),
-            "version": "+".join(b.version for b in bundles),
-            "sha256": "+".join(b.sha256[:16] for b in bundles),
-        }
+        """Model identity for the items this route scores."""
+        return joined_ident([m.bundle for m, _ in self.parts])
+
+
+def joined_ident(bundles: Sequence[Bundle]) -> dict[str, str]:
+    """One bundle's identity, or the joined names, versions and short hashes of several."""
+    if len(bundles) == 1:
+        return dict(bundles[0].ident)
+    return {
+        "name": "+".join(b.name for b in bundles),
+        "version": "+".join(b.version for b in bundles),
+        "sha256": "+".join(b.sha256[:16] for b in bundles),
+    }
 
 
 def plan_routes(models: Sequence[_Loaded]) -> dict[str, Route]:
@@ -143,14 +147,8 @@ class Scorer:
 
     @property
     def ident(self) -> dict[str, str]:
-        """Identity of everything in service (the model-info metric): one bundle's, or several joined."""
-        if len(self.models) == 1:
-            return dict(self.models[0].bundle.ident)
-        return {
-            "name": "+".join(m.bundle.name for m in self.models),
-            "version": "+".join(m.bundle.version for m in self.models),
-            "sha256": "+".join(m.bundle.sha256[:16] for m in self.models),
-        }
+        """Identity of everything in service (the model-info metric)."""
+        return joined_ident([m.bundle for m in self.models])
 
     def score(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[dict[str, TaskScore]]:
         """Score already-prepared texts (see `model_text`), each by its language's route; task -> score."""
