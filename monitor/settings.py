@@ -61,6 +61,8 @@ class KafkaSettings(BaseModel):
     ssl_keyfile: Path | None = None
     ssl_check_hostname: bool = True
     session_timeout_s: float | None = None  # None: profile default
+    # How long the group waits for every member to rejoin a rebalance (None: Faust's 60 s).
+    rebalance_timeout_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
@@ -213,6 +215,35 @@ class MetricsSettings(BaseModel):
     # Loopback by default: exposing /metrics wider is an explicit decision.
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
+    # HTTPS for /metrics when it must cross a network nobody controls: the worker's certificate and key
+    # (PEM), and optionally the CA whose certificates scrapers must present (mutual TLS).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_client_cafile: Path | None = None
+    tls_client_auth_required: bool = False
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> MetricsSettings:
+        # Each combination refused here would start a server that checks less than it seems to: no TLS
+        # without both cert and key, a client CA that is not enforced verifies nobody, and enforcing
+        # without a CA file could only mean trusting every public CA.
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: set both or neither")
+        if self.tls_certfile is None and (self.tls_client_cafile is not None or self.tls_client_auth_required):
+            raise ValueError("client certificates need TLS: set tls_certfile and tls_keyfile as well")
+        if self.tls_client_auth_required and self.tls_client_cafile is None:
+            raise ValueError("tls_client_auth_required needs tls_client_cafile (the CA of scrapers' certificates)")
+        if self.tls_client_cafile is not None and not self.tls_client_auth_required:
+            raise ValueError("tls_client_cafile is only used with tls_client_auth_required = true")
+        for name in ("tls_certfile", "tls_keyfile", "tls_client_cafile"):
+            p = getattr(self, name)
+            if p is not None and not Path(p).is_file():
+                raise ValueError(f"{name} {p} does not exist")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile is not None else "http"
 
 
 class WorkerSettings(BaseModel):
@@ -230,6 +261,13 @@ class WorkerSettings(BaseModel):
     send_retry_s: float = Field(30.0, ge=0)
     # Write batch N's outputs while batch N+1 is scored (False: strictly one batch at a time).
     overlap_io: bool = True
+    # "exactly_once": outputs and input offsets commit in one Kafka transaction per partition, and
+    # consumers reading with isolation.level=read_committed see each output once (needs a broker with
+    # transactions; not the embedded one). Default at-least-once: outputs may repeat after a crash.
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # Static group membership: a worker restarted under the same id takes its partitions back at once
+    # instead of waiting for its old session to expire. Unique per worker process.
+    group_instance_id: str | None = None
 
 
 class Settings(BaseSettings):
@@ -243,6 +281,15 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _check_guarantee(self) -> Settings:
+        if self.worker.processing_guarantee == "exactly_once" and self.kafka.embedded:
+            raise ValueError(
+                "worker.processing_guarantee exactly_once needs Kafka transactions, which the embedded broker "
+                "lacks: use profile kafka against a broker that has them"
+            )
+        return self
 
     def redacted(self) -> dict[str, Any]:
         """A dump safe to log: secrets masked, paths as strings."""

@@ -1,8 +1,10 @@
 """Real `finsent worker` processes and topic readers, for integration tests and benchmarks.
 
-Everything here talks to a real broker (the embedded one in the test suite):
-workers run as subprocesses with their own app id, ports and state, exactly
-as an operator would start them.
+Everything here talks to a real broker: the embedded one (tansu, in memory)
+or the persistent one (noida-db, on disk, with transactions; a dev
+dependency). Workers run as subprocesses with their own app id, ports and
+state, exactly as an operator would start them, with the profile their
+broker needs.
 """
 
 from __future__ import annotations
@@ -18,14 +20,38 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from monitor import schemas
 from monitor.settings import SOURCE_ROOT
-from monitor.stream.broker import free_port
+from monitor.stream.broker import EmbeddedBroker, free_port
 from monitor.stream.clients import create_topics
+from monitor.stream.noida import PersistentBroker
+
+BROKER_KINDS = ("tansu", "noida")
+# Rebalance faster than a cluster's defaults on the persistent broker: a killed worker's session
+# expires after 6 s (tansu's profile already uses 3 s), and noida-db holds a rebalance open for the
+# whole rebalance timeout when a member is dead (docs/BROKERS.md), Faust's 60 s by default.
+TEST_SESSION_TIMEOUT_S = 6.0
+TEST_REBALANCE_TIMEOUT_S = 10.0
+
+
+class BrokerLike(Protocol):
+    @property
+    def bootstrap(self) -> str: ...
+
+    profile: str
+
+
+def open_broker(kind: str, workdir: Path) -> EmbeddedBroker | PersistentBroker:
+    """A started broker of `kind` ("tansu" or "noida"); the caller stops it (both are context managers)."""
+    if kind == "tansu":
+        return EmbeddedBroker(log_file=workdir / "tansu.log").start()
+    if kind == "noida":
+        return PersistentBroker(workdir / "noida-data").start()
+    raise ValueError(f"unknown broker kind {kind!r}: use one of {', '.join(BROKER_KINDS)}")
 
 
 @dataclass
@@ -61,21 +87,27 @@ class WorkerProcess:
 
     def __init__(
         self,
-        bootstrap: str,
+        broker: str | BrokerLike,
         topics: TopicNames,
         model: Path,
         workdir: Path,
         app_id: str | None = None,
         env: dict[str, str] | None = None,
         args: Iterable[str] = (),
+        instance: str | None = None,
     ) -> None:
-        self.bootstrap = bootstrap
+        # A bare bootstrap string means the embedded broker; a broker object brings its own profile.
+        self.bootstrap = broker if isinstance(broker, str) else broker.bootstrap
+        self.profile = "embedded" if isinstance(broker, str) else broker.profile
         self.topics = topics
         self.model = model
         self.workdir = workdir
         self.app_id = app_id or f"test-{topics.suffix}"
         self.extra_env = env or {}
         self.args = list(args)
+        # Static group membership on the persistent broker: noida-db never expires a dead member, so a
+        # restarted worker only gets its partitions back by rejoining under the same instance id.
+        self.instance = instance or (f"{self.app_id}-0" if self.profile == "kafka" else None)
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"worker-{self.metrics_port}.log"
@@ -91,11 +123,16 @@ class WorkerProcess:
         env.update(
             {
                 "FINSENT_KAFKA__BOOTSTRAP": self.bootstrap,
-                "FINSENT_KAFKA__PROFILE": "embedded",
+                "FINSENT_KAFKA__PROFILE": self.profile,
                 "FINSENT_WORKER__COMMIT_INTERVAL_S": "1.0",
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.profile == "kafka":
+            env["FINSENT_KAFKA__SESSION_TIMEOUT_S"] = str(TEST_SESSION_TIMEOUT_S)
+            env["FINSENT_KAFKA__REBALANCE_TIMEOUT_S"] = str(TEST_REBALANCE_TIMEOUT_S)
+        if self.instance:
+            env["FINSENT_WORKER__GROUP_INSTANCE_ID"] = self.instance
         env.update(self.extra_env)
         cmd = [
             sys.executable, "-m", "monitor.cli", "worker", "--model", str(self.model),
@@ -157,8 +194,16 @@ class WorkerProcess:
             self._log.close()
 
 
-def make_topics(bootstrap: str, topics: TopicNames, partitions: int = 4) -> None:
-    create_topics(bootstrap, topics.all(), partitions)
+def make_topics(bootstrap: str, topics: TopicNames, partitions: int = 4, input_max_bytes: int | None = None) -> None:
+    """Create every topic; `input_max_bytes` raises the input topics' `max.message.bytes`.
+
+    A Kafka broker refuses a record over its limit (1 MB by default) at produce time, so a test
+    that sends the worker an oversized item must first let the input topic take it.
+    """
+    inputs = [topics.news, topics.comments]
+    configs = {"max.message.bytes": str(input_max_bytes)} if input_max_bytes else None
+    create_topics(bootstrap, inputs, partitions, configs=configs)
+    create_topics(bootstrap, [t for t in topics.all() if t not in inputs], partitions)
 
 
 def produce(
@@ -213,8 +258,12 @@ class TopicReader:
     source checkout (the schemas live in docs/schemas/).
     """
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int = 4) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
+    def __init__(self, bootstrap: str, topic: str, partitions: int = 4, *, committed_only: bool = False) -> None:
+        # committed_only: `read_committed`, records of aborted or open transactions are never returned.
+        isolation = "read_committed" if committed_only else "read_uncommitted"
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None, isolation_level=isolation
+        )
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         self.consumer.assign(tps)
         self.consumer.seek_to_beginning(*tps)

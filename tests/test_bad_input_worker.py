@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.stream.broker import EmbeddedBroker
-from monitor.testing import TopicNames, TopicReader, WorkerProcess, make_topics, produce
+from monitor.testing import BROKER_KINDS, TopicNames, TopicReader, WorkerProcess, make_topics, open_broker, produce
 from tests.tiny_bundle import make_bundle
 
 pytestmark = pytest.mark.slow
@@ -71,14 +70,15 @@ def cases(now_ms: int) -> list[tuple[str, bytes, str]]:
     ]
 
 
-def test_every_bad_input_goes_where_design_says_and_the_worker_survives(tmp_path: Path) -> None:
-    with EmbeddedBroker() as broker:
+@pytest.mark.parametrize("kind", BROKER_KINDS)
+def test_every_bad_input_goes_where_design_says_and_the_worker_survives(kind: str, tmp_path: Path) -> None:
+    with open_broker(kind, tmp_path) as broker:
         topics = TopicNames()
-        make_topics(broker.bootstrap, topics)
+        make_topics(broker.bootstrap, topics, input_max_bytes=16 << 20)  # the 10 MB text reaches the worker
         # Lateness far beyond the test's length: the duplicate's window must still be open when its
         # second copy arrives, even when the test starts seconds before a minute (window) boundary.
         env = {"FINSENT_WINDOWS__ALLOWED_LATENESS_S": "600"}
-        worker = WorkerProcess(broker.bootstrap, topics, make_bundle(tmp_path / "tiny"), tmp_path, env=env).start()
+        worker = WorkerProcess(broker, topics, make_bundle(tmp_path / "tiny"), tmp_path, env=env).start()
         try:
             rows = cases(int(time.time() * 1000))  # stamped now, not at import
             good = [

@@ -23,15 +23,27 @@ TEMPLATES = AM_DIR / "templates"
 COMPANIES = ["AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "META", "GOOGL", "JPM", "BAC", "XOM"]
 
 
-def local_config(tmp_path: Path, webhook_url: str | None = None, fast: bool = False) -> Path:
-    """The deployed config with the template path made local; optionally every webhook sent to
-    `webhook_url` and the group timers shortened (the routing tree itself is unchanged)."""
+NOTIFY_TOKEN_FILE = "/run/secrets/notify/token"  # where compose mounts the notifier's token
+
+
+def local_config(
+    tmp_path: Path, webhook_url: str | None = None, fast: bool = False, token_file: Path | None = None
+) -> Path:
+    """The deployed config with the template and token paths made local; optionally every webhook
+    sent to `webhook_url` and the group timers shortened (the routing tree itself is unchanged).
+    The token file (default: a made-up token in tmp_path) is what each webhook presents as its bearer."""
     cfg = yaml.safe_load((AM_DIR / "alertmanager.yml").read_text())
     assert cfg["templates"] == ["/etc/alertmanager/templates/*.tmpl"], "compose mounts templates there"
     cfg["templates"] = [str(TEMPLATES / "*.tmpl")]
-    if webhook_url:
-        for receiver in cfg["receivers"]:
-            for hook in receiver.get("webhook_configs", []):
+    if token_file is None:
+        token_file = tmp_path / "notify-token"
+        token_file.write_text("test-token\n")
+    for receiver in cfg["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            auth = hook["http_config"]["authorization"]
+            assert auth == {"type": "Bearer", "credentials_file": NOTIFY_TOKEN_FILE}, receiver["name"]
+            auth["credentials_file"] = str(token_file)
+            if webhook_url:
                 hook["url"] = webhook_url
     if fast:
         for route in [cfg["route"], *cfg["route"].get("routes", [])]:

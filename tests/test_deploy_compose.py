@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from tests.test_deploy_support import AM_DIR, DEPLOY, IN_CI, PROM_DIR, REPO
 
 COMPOSE = DEPLOY / "compose.yaml"
 EXTERNAL = DEPLOY / "compose.external-kafka.yaml"
-SERVICES = {"kafka", "topic-init", "worker", "notifier", "prometheus", "alertmanager", "grafana"}
+SERVICES = {"kafka", "topic-init", "worker", "notify-token", "notifier", "prometheus", "alertmanager", "grafana"}
 # Mount target in a container -> the file or directory the deploy tests check.
 TESTED_MOUNTS = {
     "/etc/prometheus": PROM_DIR,
@@ -197,7 +199,7 @@ def test_external_kafka_override() -> None:
     assert not worker.get("depends_on")
     assert worker["environment"]["FINSENT_KAFKA__BOOTSTRAP"] == "broker1:9093,broker2:9093"
     assert binds(worker)["/run/secrets/finsent"] == DEPLOY / "secrets"
-    assert list(ext["services"]["notifier"]["depends_on"]) == ["worker"]
+    assert set(ext["services"]["notifier"]["depends_on"]) == {"worker", "notify-token"}
     # Without a bootstrap the override refuses to start rather than silently using kafka:9092.
     r = compose_config(COMPOSE, EXTERNAL, ok=False)
     assert r.returncode != 0 and "FINSENT_KAFKA__BOOTSTRAP" in r.stderr
@@ -216,3 +218,54 @@ def test_worker_image_is_runtime_only() -> None:
     assert next(x for x in ignore if not x.startswith("#")) == "*", "the build context is an allow-list"
     for copied in re.findall(r"^COPY (\S+)", text, re.M):
         assert (REPO / copied).exists(), copied
+
+
+NOTIFY_TOKEN = "/run/secrets/notify/token"
+
+
+def volumes(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Named volumes: target -> (volume, read-only)."""
+    return {
+        v["target"]: (v["source"], bool(v.get("read_only")))
+        for v in service.get("volumes", [])
+        if v["type"] == "volume"
+    }
+
+
+@pytest.mark.parametrize("files", [(COMPOSE,), (COMPOSE, EXTERNAL)], ids=["bundled-kafka", "external-kafka"])
+def test_notifier_and_alertmanager_share_the_generated_token(files: tuple[Path, ...]) -> None:
+    """One token, made by the notify-token job before either starts; the notifier checks it, Alertmanager sends it."""
+    services = compose_config(*files, env={"FINSENT_KAFKA__BOOTSTRAP": "b1:9093"})["services"]
+    mount = str(Path(NOTIFY_TOKEN).parent)
+    assert volumes(services["notify-token"])[mount] == ("notify-token", False)
+    for name in ("notifier", "alertmanager"):
+        assert volumes(services[name])[mount] == ("notify-token", True), name
+        assert services[name]["depends_on"]["notify-token"]["condition"] == "service_completed_successfully", name
+    assert services["notifier"]["environment"]["FINSENT_NOTIFY_TOKEN_FILE"] == NOTIFY_TOKEN
+    assert "FINSENT_NOTIFY_TOKEN" not in services["notifier"]["environment"], "the value would show in docker inspect"
+    am = yaml.safe_load((AM_DIR / "alertmanager.yml").read_text())
+    to_notifier = [h for r in am["receivers"] for h in r.get("webhook_configs", []) if "notifier:9095" in h["url"]]
+    assert to_notifier and all(
+        h["http_config"]["authorization"] == {"type": "Bearer", "credentials_file": NOTIFY_TOKEN} for h in to_notifier
+    )
+
+
+def test_notify_token_job_makes_a_token_once(stack: dict[str, Any], tmp_path: Path) -> None:
+    """The job's own script, run here against a directory standing in for the volume."""
+    from monitor.cli.notify import load_token
+
+    job = stack["services"]["notify-token"]
+    assert job["entrypoint"] == ["python", "-c"] and job["user"] == "0:0" and job["network_mode"] == "none"
+    script = job["command"][0].replace(str(Path(NOTIFY_TOKEN).parent), str(tmp_path))
+    token = tmp_path / "token"
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=30)
+    first = load_token(str(token), {})
+    assert first is not None and re.fullmatch(r"[0-9a-f]{64}", first)
+    assert stat.S_IMODE(token.stat().st_mode) == 0o444, "readable by the notifier's user and Alertmanager's"
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=30)
+    assert load_token(str(token), {}) == first, "a restart keeps the token"
+    token.chmod(0o644)
+    token.write_text("")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=30)
+    again = load_token(str(token), {})
+    assert again is not None and again != first and len(again) == 64, "an emptied file gets a new token"

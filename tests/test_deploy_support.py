@@ -105,14 +105,22 @@ def process(cmd: list[str], log: Path, ready_url: str, timeout: float = 20) -> I
 
 @contextmanager
 def prometheus(
-    workdir: Path, targets: list[str], rule_files: list[Path], interval: str = "1s", am_port: int | None = None
+    workdir: Path,
+    targets: list[str],
+    rule_files: list[Path],
+    interval: str = "1s",
+    am_port: int | None = None,
+    jobs: list[dict[str, Any]] | None = None,
 ) -> Iterator[int]:
-    """A real Prometheus on a free loopback port scraping `targets` as job finsent; yields its port."""
+    """A real Prometheus on a free loopback port scraping `targets` as job finsent; yields its port.
+
+    `jobs` replaces that job with these scrape configs (scheme, tls_config, ... as Prometheus spells them).
+    """
     port = free_port()
     cfg: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [{"job_name": "finsent", "static_configs": [{"targets": targets}]}],
+        "scrape_configs": jobs or [{"job_name": "finsent", "static_configs": [{"targets": targets}]}],
     }
     if am_port:
         cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]}

@@ -146,3 +146,47 @@ def test_surge_settings_convert_to_the_pure_rule_with_its_defaults(monkeypatch: 
     monkeypatch.setenv("FINSENT_SURGE__COUNT_AWARE_STD", "false")
     cfg = load_settings().surge.to_config()
     assert cfg.cooldown_ms == 1500 and cfg.count_aware_std is False
+
+
+def test_metrics_tls_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().metrics.scheme == "http" and load_settings().metrics.tls_certfile is None
+    files = {}
+    for name in ("CERTFILE", "KEYFILE", "CLIENT_CAFILE"):
+        files[name] = tmp_path / f"{name.lower()}.pem"
+        files[name].write_text("-")
+        monkeypatch.setenv(f"FINSENT_METRICS__TLS_{name}", str(files[name]))
+    monkeypatch.setenv("FINSENT_METRICS__TLS_CLIENT_AUTH_REQUIRED", "true")
+    m = load_settings().metrics
+    assert (m.tls_certfile, m.tls_keyfile, m.tls_client_cafile) == (
+        files["CERTFILE"],
+        files["KEYFILE"],
+        files["CLIENT_CAFILE"],
+    )
+    assert m.tls_client_auth_required and m.scheme == "https"
+
+
+@pytest.mark.parametrize(
+    ("metrics", "fragment"),
+    [
+        ({"tls_certfile": "cert"}, "tls_certfile and tls_keyfile go together: set both or neither"),
+        ({"tls_keyfile": "key"}, "tls_certfile and tls_keyfile go together: set both or neither"),
+        ({"tls_certfile": "cert", "tls_keyfile": "missing"}, "tls_keyfile {dir}/missing does not exist"),
+        ({"tls_certfile": "missing", "tls_keyfile": "key"}, "tls_certfile {dir}/missing does not exist"),
+        ({"tls_client_cafile": "ca", "tls_client_auth_required": True}, "client certificates need TLS"),
+        ({"tls_client_auth_required": True}, "client certificates need TLS"),
+        ({"tls_certfile": "cert", "tls_keyfile": "key", "tls_client_auth_required": True},
+         "tls_client_auth_required needs tls_client_cafile"),
+        ({"tls_certfile": "cert", "tls_keyfile": "key", "tls_client_cafile": "ca"},
+         "tls_client_cafile is only used with tls_client_auth_required = true"),
+        ({"tls_certfile": "cert", "tls_keyfile": "key", "tls_client_cafile": "missing", "tls_client_auth_required": True},
+         "tls_client_cafile {dir}/missing does not exist"),
+    ],
+)  # fmt: skip
+def test_metrics_tls_that_would_check_less_than_asked_is_one_line(tmp_path: Path, metrics: dict, fragment: str) -> None:
+    for name in ("cert", "key", "ca"):
+        (tmp_path / name).write_text("-")
+    values = {k: str(tmp_path / v) if isinstance(v, str) else v for k, v in metrics.items()}
+    with pytest.raises(ConfigError) as exc:
+        load_settings(None, {"metrics": values})
+    assert str(exc.value).startswith("invalid settings: metrics: ")
+    assert fragment.format(dir=tmp_path) in str(exc.value) and "\n" not in str(exc.value)

@@ -1,7 +1,9 @@
-"""The worker end to end on the real embedded broker with real ONNX models.
+"""The worker end to end on real brokers with real ONNX models.
 
 Each test starts `finsent worker` as a subprocess (as in production),
-produces to its own freshly named topics and reads the output topics.
+produces to its own freshly named topics and reads the output topics. Every
+test runs twice: on the embedded broker (tansu, `embedded` profile) and on
+the persistent one (noida-db, plain `kafka` profile, idempotent producers).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import pytest
 
 from monitor.settings import DEFAULT_BUNDLE
 from monitor.stream.broker import EmbeddedBroker
-from monitor.testing import TopicNames, TopicReader, WorkerProcess, make_topics, produce
+from monitor.stream.noida import PersistentBroker
+from monitor.testing import BROKER_KINDS, TopicNames, TopicReader, WorkerProcess, make_topics, open_broker, produce
 from tests.tiny_bundle import make_bundle
 
 pytestmark = pytest.mark.slow
 
+Broker = EmbeddedBroker | PersistentBroker
 
-@pytest.fixture(scope="module")
-def kafka() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as b:
+
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def kafka(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    with open_broker(request.param, tmp_path_factory.mktemp(request.param)) as b:
         yield b
 
 
@@ -44,11 +49,11 @@ def window_env(size_s: float, lateness_s: float = 2.0, idle_s: float = 1.0, **su
     return env
 
 
-def test_items_scored_and_bad_messages_dead_lettered(kafka: EmbeddedBroker, tmp_path: Path) -> None:
+def test_items_scored_and_bad_messages_dead_lettered(kafka: Broker, tmp_path: Path) -> None:
     model = DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "manifest.json").is_file() else make_bundle(tmp_path / "tiny")
     topics = TopicNames()
-    make_topics(kafka.bootstrap, topics)
-    worker = WorkerProcess(kafka.bootstrap, topics, model, tmp_path).start()
+    make_topics(kafka.bootstrap, topics, input_max_bytes=16 << 20)  # the 1.2 MB item reaches the worker
+    worker = WorkerProcess(kafka, topics, model, tmp_path).start()
     try:
         good = [
             {"id": f"g{i}", "text": f"Tesla shares plunge after fraud probe number {i}", "source": "test", "x": i}
@@ -115,14 +120,14 @@ def _timed_items(base_ms: int, window_ms: int, plan: list[tuple[int, int]], enti
     return items
 
 
-def test_windows_exact_and_one_alert_per_surge(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+def test_windows_exact_and_one_alert_per_surge(kafka: Broker, tmp_path: Path, tiny: Path) -> None:
     topics = TopicNames()
     make_topics(kafka.bootstrap, topics)
     env = window_env(
         1.0, lateness_s=5.0, idle_s=1.0,
         k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
     )  # fmt: skip
-    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, env=env).start()
+    worker = WorkerProcess(kafka, topics, tiny, tmp_path, env=env).start()
     try:
         window_ms = 1000
         base = (int(time.time() * 1000) // window_ms - 60) * window_ms
@@ -162,7 +167,7 @@ def test_windows_exact_and_one_alert_per_surge(kafka: EmbeddedBroker, tmp_path: 
         worker.stop()
 
 
-def test_killed_worker_loses_nothing_and_restores_windows(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+def test_killed_worker_loses_nothing_and_restores_windows(kafka: Broker, tmp_path: Path, tiny: Path) -> None:
     topics = TopicNames()
     make_topics(kafka.bootstrap, topics)
     env = window_env(1.0, lateness_s=600.0, idle_s=3600.0)  # windows stay open across the kill
@@ -172,13 +177,13 @@ def test_killed_worker_loses_nothing_and_restores_windows(kafka: EmbeddedBroker,
     first = _timed_items(base, window_ms, [(2, 50)] * 4, "KILL")
     second = _timed_items(base + 4 * window_ms, window_ms, [(3, 50)] * 4, "KILL")
     scored = TopicReader(kafka.bootstrap, topics.scored)
-    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env).start()
+    worker = WorkerProcess(kafka, topics, tiny, tmp_path, app_id=app_id, env=env).start()
     try:
         produce(kafka.bootstrap, topics.news, first)
         scored.wait_for(lambda v: len(v) >= 120, timeout=60)
         worker.kill()
         produce(kafka.bootstrap, topics.news, second)
-        worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env).start()
+        worker = WorkerProcess(kafka, topics, tiny, tmp_path, app_id=app_id, env=env).start()
         all_ids = {i["id"] for i in first + second}
         got = scored.wait_for(lambda v: {x["id"] for x in v} >= all_ids, timeout=120)
         assert {x["id"] for x in got} >= all_ids, worker.log_tail()
@@ -189,7 +194,7 @@ def test_killed_worker_loses_nothing_and_restores_windows(kafka: EmbeddedBroker,
         # keeps their windows open; the idle fallback (wall clock - idle_s, after an idle_s grace
         # from start) then closes them all.
         env_close = window_env(1.0, lateness_s=10.0, idle_s=5.0)
-        worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env_close).start()
+        worker = WorkerProcess(kafka, topics, tiny, tmp_path, app_id=app_id, env=env_close).start()
         trends = TopicReader(kafka.bootstrap, topics.trends)
         vals = trends.wait_for(
             lambda v: len([x for x in v if x["dimension"] == "entity" and x["key"] == "KILL"]) >= 8, timeout=60
@@ -223,7 +228,7 @@ def trail(bootstrap: str, topics: TopicNames, base: int, window_ms: int) -> str:
     return "\n".join(out)
 
 
-def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: Broker, tmp_path: Path, tiny: Path) -> None:
     """SIGKILL between a surge's firing and its resolution: after the restart the same alert resolves, once."""
     topics = TopicNames()
     make_topics(kafka.bootstrap, topics)
@@ -243,13 +248,13 @@ def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: EmbeddedBroker, tmp
     def acme(vals: list[dict]) -> list[dict]:
         return [v for v in vals if v["key"] == "ACME" and v["dimension"] == "entity"]
 
-    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env).start()
+    worker = WorkerProcess(kafka, topics, tiny, tmp_path, app_id=app_id, env=env).start()
     try:
         produce(kafka.bootstrap, topics.news, first, partition=0, pace_every=10, pace_s=0.25)
         fired = acme(alerts.wait_for(lambda v: any(a["state"] == "firing" for a in acme(v)), timeout=60))
         assert [a["state"] for a in fired] == ["firing"], worker.log_tail()
         worker.kill()
-        worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, app_id=app_id, env=env).start()
+        worker = WorkerProcess(kafka, topics, tiny, tmp_path, app_id=app_id, env=env).start()
         produce(kafka.bootstrap, topics.news, second, partition=0, pace_every=10, pace_s=0.25)
         got = acme(alerts.wait_for(lambda v: any(a["state"] == "resolved" for a in acme(v)), timeout=90))
         time.sleep(3)  # anything duplicated would arrive by now
@@ -276,11 +281,11 @@ def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: EmbeddedBroker, tmp
         worker.stop()
 
 
-def test_bad_trend_event_is_dead_lettered(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+def test_bad_trend_event_is_dead_lettered(kafka: Broker, tmp_path: Path, tiny: Path) -> None:
     """A trend event the windows cannot take goes to the dead-letter topic with its reason; the worker goes on."""
     topics = TopicNames()
     make_topics(kafka.bootstrap, topics)
-    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, env=window_env(1.0, lateness_s=1.0)).start()
+    worker = WorkerProcess(kafka, topics, tiny, tmp_path, env=window_env(1.0, lateness_s=1.0)).start()
     dead = TopicReader(kafka.bootstrap, topics.deadletter)
     trends = TopicReader(kafka.bootstrap, topics.trends)
     try:
@@ -300,12 +305,12 @@ def test_bad_trend_event_is_dead_lettered(kafka: EmbeddedBroker, tmp_path: Path,
         worker.stop()
 
 
-def test_items_are_routed_by_language(kafka: EmbeddedBroker, tmp_path: Path, tiny: Path) -> None:
+def test_items_are_routed_by_language(kafka: Broker, tmp_path: Path, tiny: Path) -> None:
     # The "zh" bundle answers neutral to everything (bias 20), so the label shows which bundle scored an item.
     zh = make_bundle(tmp_path / "zh", version="zh", bias=20.0, languages=("zh",))
     topics = TopicNames()
     make_topics(kafka.bootstrap, topics)
-    worker = WorkerProcess(kafka.bootstrap, topics, tiny, tmp_path, args=["--model", str(zh)]).start()
+    worker = WorkerProcess(kafka, topics, tiny, tmp_path, args=["--model", str(zh)]).start()
     try:
         items = [
             {"id": "en", "text": "shares plunge after fraud"},

