@@ -355,8 +355,9 @@ def _one_line(
     parts = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        dotted = ".".join(str(x) for x in loc) or "settings"
-        what = f"unknown key {dotted}" if err["type"] == "extra_forbidden" else f"{dotted}: {err['msg']}"
+        dotted = ".".join(str(x) for x in loc)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        what = f"unknown key {dotted}" if err["type"] == "extra_forbidden" else f"{dotted}: {msg}" if dotted else msg
         where = "invalid settings"
         if _leaf_depth(overrides or {}, loc) is None:
             if env is not None and (depth := _leaf_depth(env[1], loc)) is not None:

@@ -173,8 +173,7 @@ def test_worker_flags_configure_metrics_tls(pki: Path, capsys: pytest.CaptureFix
     assert cli.main(["worker", "--metrics-tls-cert", str(pki / "server.pem"), "--bootstrap", "127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [
-        "finsent: error: invalid settings: metrics: Value error, tls_certfile and tls_keyfile go together: "
-        "set both or neither"
+        "finsent: error: invalid settings: metrics: tls_certfile and tls_keyfile go together: set both or neither"
     ]
 
 

@@ -24,6 +24,9 @@ from monitor.stream.outputs import Outputs
 class FakeTopic:
     sent: list[dict[str, Any]] = field(default_factory=list)
 
+    def get_topic_name(self) -> str:
+        return "events"
+
     async def send(self, **kw: Any) -> asyncio.Future[None]:
         self.sent.append(kw)
         fut = asyncio.get_running_loop().create_future()

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from deploy.grafana import dashboards
-from monitor.stream.broker import EmbeddedBroker, free_port
-from monitor.testing import TopicNames, WorkerProcess, make_topics, produce
+from monitor.stream.broker import free_port
+from monitor.testing import BROKER_KINDS, TopicNames, WorkerProcess, make_topics, open_broker, produce
 from tests.observability import DEPLOY, Webhook, fast_rules, prom_query, start_alertmanager, start_prometheus
 from tests.tiny_bundle import make_bundle
 
@@ -34,7 +34,8 @@ def run(cmd: list[str], cwd: Path | None = None) -> str:
 
 
 @pytest.mark.slow
-def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", BROKER_KINDS)
+def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(kind: str, tmp_path: Path) -> None:
     hook, notified = Webhook(), Webhook()
     topics = TopicNames()
     notify_port = free_port()
@@ -47,7 +48,7 @@ def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path:
     worker = prom = None
     notifier: subprocess.Popen[bytes] | None = None
     try:
-        with EmbeddedBroker() as broker:
+        with open_broker(kind, tmp_path) as broker:
             make_topics(broker.bootstrap, topics)
             notifier = subprocess.Popen(
                 [sys.executable, "-m", "monitor.cli", "notify", "--listen", f"127.0.0.1:{notify_port}",
@@ -55,7 +56,7 @@ def test_surge_reaches_webhook_and_resolves_quiet_stream_fires_nothing(tmp_path:
                 env={**os.environ, **topics.env(), "FINSENT_KAFKA__BOOTSTRAP": broker.bootstrap},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            worker = WorkerProcess(broker.bootstrap, topics, make_bundle(tmp_path / "tiny"), tmp_path, env=env).start()
+            worker = WorkerProcess(broker, topics, make_bundle(tmp_path / "tiny"), tmp_path, env=env).start()
             prom, prom_port = start_prometheus(
                 tmp_path,
                 [f"127.0.0.1:{worker.metrics_port}"],

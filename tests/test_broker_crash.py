@@ -19,7 +19,7 @@ import pytest
 
 from monitor.stream.noida import PersistentBroker
 from monitor.testing import TopicNames, TopicReader, WorkerProcess, make_topics, produce
-from tests.test_worker_integration import _timed_items, window_env
+from tests.test_worker_integration import _timed_items, surge_env
 from tests.tiny_bundle import make_bundle
 
 pytestmark = pytest.mark.slow
@@ -36,10 +36,7 @@ def test_broker_killed_mid_surge_loses_nothing(tmp_path: Path) -> None:
     try:
         make_topics(broker.bootstrap, topics)
         # Windows close on event time only (no idle fallback): the outage must not close them early.
-        env = window_env(
-            1.0, lateness_s=3.0, idle_s=3600.0,
-            k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
-        )  # fmt: skip
+        env = surge_env(lateness_s=3.0)
         worker = WorkerProcess(broker, topics, make_bundle(tmp_path / "tiny"), tmp_path, env=env).start()
         base = (int(time.time() * 1000) // WINDOW_MS - 60) * WINDOW_MS
         items = _timed_items(base, WINDOW_MS, PLAN, "ACME")

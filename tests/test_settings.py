@@ -34,6 +34,12 @@ def test_list_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"kafka": {"security_protocol": "SASL_SSL"}}, "needs sasl_username"),
         ({"kafka": {"ssl_cafile": "/nonexistent/ca.pem", "security_protocol": "SSL"}}, "does not exist"),
         ({"nonsense": 1}, "nonsense"),
+        (
+            {"kafka": {"profile": "embedded"}, "worker": {"processing_guarantee": "exactly_once"}},
+            "needs Kafka transactions",
+        ),
+        ({"worker": {"processing_guarantee": "twice"}}, "processing_guarantee"),
+        ({"kafka": {"rebalance_timeout_s": 0}}, "rebalance_timeout_s"),
     ],
 )
 def test_bad_values_give_one_line(overrides: dict, fragment: str) -> None:

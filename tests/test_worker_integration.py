@@ -49,6 +49,14 @@ def window_env(size_s: float, lateness_s: float = 2.0, idle_s: float = 1.0, **su
     return env
 
 
+def surge_env(lateness_s: float, idle_s: float = 3600.0) -> dict[str, str]:
+    """1 s windows closed on event time only (no idle fallback), and a surge rule that fires on 3 windows."""
+    return window_env(
+        1.0, lateness_s=lateness_s, idle_s=idle_s,
+        k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
+    )  # fmt: skip
+
+
 def test_items_scored_and_bad_messages_dead_lettered(kafka: Broker, tmp_path: Path) -> None:
     model = DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "manifest.json").is_file() else make_bundle(tmp_path / "tiny")
     topics = TopicNames()

@@ -53,6 +53,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--web-port", type=int, help="Faust's internal web port (loopback)")
     p.add_argument("--datadir", help="directory for table state")
     p.add_argument("--app-id", help="consumer group / application id")
+    p.add_argument(
+        "--exactly-once",
+        action="store_true",
+        help="commit outputs and input offsets in one Kafka transaction per partition; consumers must read with "
+        "isolation.level=read_committed; needs a broker with transactions (FINSENT_WORKER__PROCESSING_GUARANTEE)",
+    )
+    p.add_argument(
+        "--instance-id",
+        metavar="ID",
+        help="static group membership: a restarted worker with the same id takes its partitions back without a "
+        "rebalance; unique per worker (FINSENT_WORKER__GROUP_INSTANCE_ID)",
+    )
     p.add_argument("--window", type=float, metavar="SECONDS", help="tumbling window size")
     p.add_argument("--batch-size", type=int, help="max items per scoring micro-batch")
     p.add_argument("--no-create-topics", action="store_true", help="do not create missing topics at start")
@@ -86,6 +98,10 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["worker"]["datadir"] = args.datadir
     if args.app_id:
         o["worker"]["app_id"] = args.app_id
+    if args.exactly_once:
+        o["worker"]["processing_guarantee"] = "exactly_once"
+    if args.instance_id:
+        o["worker"]["group_instance_id"] = args.instance_id
     if args.window is not None:
         o["windows"]["size_s"] = args.window
     return {k: v for k, v in o.items() if v}

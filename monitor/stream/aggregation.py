@@ -7,6 +7,14 @@ the due windows of that partition's keys (table writes must happen inside
 the partition's own stream so the changelog stays co-partitioned), emits
 trend windows and alerts, and updates the gauges.
 
+The per-key gauges follow partition ownership: a key's series live on the
+worker that owns its partition. When a rebalance moves a partition away,
+its series are dropped (two workers exporting one key's gauges, one of them
+frozen, would mislead every `max by (dimension, key)`); when a partition
+arrives, or after a restart, its keys' gauges are set from the table as
+soon as the changelog is read, before the key's next window closes, so a
+surge still firing reads `finsent_surge_active 1` on its new owner at once.
+
 Table writes are batched per partition and flushed on its tick: one
 changelog record per changed key per tick instead of one per event (a hot
 key's state is kilobytes). Events are acked only after the flush that
@@ -29,7 +37,7 @@ from typing import Any
 from monitor.core import surge as surge_mod
 from monitor.core import windows as win
 from monitor.core.records import key_of
-from monitor.stream.metrics import Metrics
+from monitor.stream.metrics import Metrics, SeriesOwners
 from monitor.stream.outbox import Outbox
 from monitor.stream.outputs import Outputs, now_ms
 
@@ -41,21 +49,69 @@ ATTEMPTS = 3  # tries for one trend event, and consecutive ticks a key may fail 
 
 @dataclass
 class KeyState:
-    """One `dimension:key`: the table partition it lives in, its open windows and its surge state."""
+    """One `dimension:key`: the table partition it lives in, its open windows, its surge state and
+    the gauge values of its last closed window (kept so a new owner can export them at once)."""
 
     partition: int
     windows: dict[str, Any] | None = None
     surge: dict[str, Any] | None = None
+    gauges: dict[str, float] | None = None
 
     @classmethod
     def from_stored(cls, value: Any, partition: int) -> KeyState:
         if not isinstance(value, dict):
             return cls(partition)
-        return cls(int(value.get("p", partition)), value.get("w"), value.get("s"))
+        g = value.get("g")
+        return cls(int(value.get("p", partition)), value.get("w"), value.get("s"), g if isinstance(g, dict) else None)
 
     def stored(self) -> dict[str, Any]:
         """The table's JSON form (short keys: a hot key's state is written once per tick)."""
-        return {"p": self.partition, "w": self.windows, "s": self.surge}
+        out = {"p": self.partition, "w": self.windows, "s": self.surge}
+        if self.gauges is not None:  # state written before the gauges were kept has none
+            out["g"] = self.gauges
+        return out
+
+
+GAUGE_FIELDS = ("share", "mean", "count", "z", "base", "end")
+
+
+def window_gauges(closed: win.ClosedWindow, stats: surge_mod.TrendStats) -> dict[str, float]:
+    """The last-window gauges of a key, in the form the table keeps them."""
+    return {
+        "share": closed.negative_share,
+        "mean": closed.mean_score,
+        "count": closed.count,
+        "z": stats.zscore,
+        "base": stats.baseline_mean,
+        "end": closed.window_end / 1000,
+    }
+
+
+@dataclass(frozen=True)
+class KeySeries:
+    """What one stored key state says its gauges read: its last window, and the surge firing now."""
+
+    dimension: str
+    key: str
+    partition: int
+    last: dict[str, float] | None  # `window_gauges` of its last closed window, if the state kept them
+    severity: str | None  # of the surge firing now; None when none fires
+    derived_from: str | None = None
+
+
+def series_of(k: str, value: Any) -> KeySeries | None:
+    """A table entry's gauges; None for an entry that is no key's state (the fence record, a corrupt value)."""
+    if not isinstance(value, dict) or not isinstance(value.get("p"), int) or ":" not in k:
+        return None
+    dim, _, key = k.partition(":")
+    surge = value.get("s")
+    firing = surge.get("firing") if isinstance(surge, dict) else None
+    last = value.get("g")
+    if not isinstance(last, dict) or any(not isinstance(last.get(n), int | float) for n in GAUGE_FIELDS):
+        last = None
+    if not isinstance(firing, dict) or not isinstance(firing.get("severity"), str):
+        return KeySeries(dim, key, value["p"], last, None)
+    return KeySeries(dim, key, value["p"], last, firing["severity"], firing.get("derived_from"))
 
 
 @dataclass(frozen=True)
@@ -77,12 +133,50 @@ class AggregateStage:
         self.held: dict[int, list[Any]] = defaultdict(list)
         self.watermarks: dict[int, win.Watermark] = {}
         self.close_failures: dict[str, int] = {}  # consecutive failed closes per key (in memory only)
+        self.owners = SeriesOwners()
+        self.owned: set[int] | None = None  # trend-events partitions assigned now; None before the first
 
     def forget(self, partitions: Iterable[int]) -> None:
         """A revoked partition's unflushed work is dropped: its unacked events are redelivered."""
         for p in partitions:
             self.dirty.pop(p, None)
             self.held.pop(p, None)
+
+    def own(self, partitions: Iterable[int]) -> None:
+        """Take a new assignment: drop what the partitions that moved away left here.
+
+        Done on assignment, not on revocation: Faust's eager rebalancing revokes
+        every partition at every rebalance, and dropping the gauges of those it
+        keeps would blank them until the next recovery. A partition that comes
+        back later gets a fresh watermark: one kept from an earlier ownership
+        has an old idle clock and would close the windows of the backlog it
+        now reads, counting their items as late.
+        """
+        owned = set(partitions)
+        lost = (set(self.watermarks) | self.owners.partitions()) - owned
+        self.owned = owned
+        for p in lost:
+            self.watermarks.pop(p, None)
+        for dim, label in self.owners.release(lost):
+            self.metrics.drop_key_series(dim, label)
+
+    def owns(self, partition: int) -> bool:
+        return self.owned is None or partition in self.owned
+
+    async def restore_gauges(self) -> None:
+        """Every owned key's gauges from the table, once the changelog is read (Faust's on_recover).
+
+        Runs before the streams resume, so before any window closes here. An
+        exception would end the worker's recovery, so it is logged instead:
+        the gauges then come back with each key's next window.
+        """
+        try:
+            for k, v in list(self.table.items()):
+                series = series_of(k, v)
+                if series is not None and self.owns(series.partition):
+                    self.set_series(series)
+        except Exception:
+            log.exception("gauges not restored from the table; they return with each key's next window")
 
     def watermark(self, partition: int) -> win.Watermark:
         wm = self.watermarks.get(partition)
@@ -215,41 +309,64 @@ class AggregateStage:
             body.update(dimension=dim, key=key, baseline_mean=stats.baseline_mean,
                         baseline_std=stats.baseline_std, zscore=stats.zscore)  # fmt: skip
             body.pop("evidence", None)
-            await box.send(partial(trends.send, key=k.encode(), value=body, force=True), what=f"trend of {k}")
-            self.publish_gauges(dim, key, cw, stats)
+            send = partial(self.out.send, trends, key=k.encode(), value=body, source=self.source(state.partition))
+            await box.send(send, what=f"trend of {k}")
+            state.gauges = window_gauges(cw, stats)
+            self.set_series(KeySeries(dim, key, state.partition, state.gauges, None))
             if alert is not None:
-                await self.emit_alert(dim, key, alert, box)
+                await self.emit_alert(dim, key, alert, box, state.partition)
         for alert in quiet_alerts:
-            await self.emit_alert(dim, key, alert, box)
+            await self.emit_alert(dim, key, alert, box, state.partition)
         return bool(closed) or (state.surge or {}).get("last_end") != before
 
-    def publish_gauges(self, dim: str, key: str, closed: win.ClosedWindow, stats: Any) -> None:
-        m = self.metrics
-        label = m.key_label(dim, key)
-        m.negative_share.labels(dim, label).set(closed.negative_share)
-        m.sentiment_mean.labels(dim, label).set(closed.mean_score)
-        m.window_count.labels(dim, label).set(closed.count)
-        m.zscore.labels(dim, label).set(stats.zscore)
-        m.baseline.labels(dim, label).set(stats.baseline_mean)
-        m.window_end.labels(dim, label).set(closed.window_end / 1000)
+    def set_series(self, series: KeySeries) -> None:
+        """Set a key's last-window gauges, and mark its surge firing if `severity` says one fires.
 
-    async def emit_alert(self, dim: str, key: str, alert: Any, box: Outbox) -> None:
+        A partition no longer owned is left alone: a tick still running when a
+        rebalance took its partition away must not bring back the series the
+        rebalance dropped.
+        """
+        if not self.owns(series.partition) or (series.last is None and series.severity is None):
+            return  # nothing to show: a key without a closed window takes no entity label slot
+        m = self.metrics
+        dim = series.dimension
+        label = m.key_label(dim, series.key)
+        if series.last is not None:
+            g = series.last
+            m.negative_share.labels(dim, label).set(g["share"])
+            m.sentiment_mean.labels(dim, label).set(g["mean"])
+            m.window_count.labels(dim, label).set(g["count"])
+            m.zscore.labels(dim, label).set(g["z"])
+            m.baseline.labels(dim, label).set(g["base"])
+            m.window_end.labels(dim, label).set(g["end"])
+        if series.severity is not None:
+            m.surge_active.labels(dim, label, series.severity).set(1)
+            # The company this surge belongs to (its own, or the one a topic/all surge is derived
+            # from): Alertmanager inhibits a derived page while that company's own surge fires.
+            incident = m.incident_label(dim, label, series.derived_from)
+            if incident is not None:
+                m.surge_incident.labels(dim, label, incident).set(1)
+        self.owners.note(series.partition, (dim, label))
+
+    def source(self, partition: int) -> tuple[str, int]:
+        """The trend-events partition a key's outputs come from (their transaction under exactly-once)."""
+        return (self.out.events.get_topic_name(), partition)
+
+    async def emit_alert(self, dim: str, key: str, alert: Any, box: Outbox, partition: int) -> None:
         body = alert.to_dict()
         ak = key_of(dim, key).encode()
         alerts = self.out.alerts
-        await box.send(lambda: alerts.send(key=ak, value=body, force=True), what=f"{body['state']} alert for {ak!r}")
-        m = self.metrics
-        label = m.key_label(dim, key)
-        # The company this surge belongs to (its own, or the one a topic/all surge is derived
-        # from): Alertmanager inhibits a derived page while that company's own surge fires.
-        incident = m.incident_label(dim, label, body.get("derived_from"))
+        source = self.source(partition)
+        send = partial(self.out.send, alerts, key=ak, value=body, source=source)
+        await box.send(send, what=f"{body['state']} alert for {ak!r}")
         if body["state"] == "firing":
-            m.alerts.labels(dim, body["severity"]).inc()
-            m.surge_active.labels(dim, label, body["severity"]).set(1)
-            if incident is not None:
-                m.surge_incident.labels(dim, label, incident).set(1)
-        else:
+            self.metrics.alerts.labels(dim, body["severity"]).inc()
+            self.set_series(KeySeries(dim, key, partition, None, body["severity"], body.get("derived_from")))
+        elif self.owns(partition):
+            m = self.metrics
+            label = m.key_label(dim, key)
             for sev in ("warning", "critical"):
                 m.surge_active.labels(dim, label, sev).set(0)
+            incident = m.incident_label(dim, label, body.get("derived_from"))
             if incident is not None:
                 m.clear_incident(dim, label, incident)

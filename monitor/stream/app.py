@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -90,7 +91,16 @@ def declare_outputs(app: faust.App, settings: Settings, metrics: Metrics) -> Out
         ),
         metrics=metrics,
         send_retry_s=settings.worker.send_retry_s,
+        transaction_of=partial(transactional_id, app)
+        if settings.worker.processing_guarantee == "exactly_once"
+        else None,
+        producer=app.producer,
     )
+
+
+def transactional_id(app: faust.App, topic: str, partition: int) -> str:
+    """The id of the transaction Faust commits an input partition's offsets in (its TransactionManager's format)."""
+    return f"{app.conf.id}-{app.assignor.group_for_topic(topic)}-{partition}"
 
 
 def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
@@ -132,6 +142,14 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     # The signal sends (app, revoked, signal=...); mode's SignalHandlerT cannot spell a handler
     # with a fixed positional payload, so it wants one that takes any positionals.
     app.on_partitions_revoked.connect(cast(SignalHandlerT, forget_revoked))
+
+    async def own_assigned(app_: Any, assigned: set[TP], **kwargs: Any) -> None:
+        aggregation.own(tp.partition for tp in assigned if tp.topic == t.trend_events)
+        metrics.keep_lag((tp.topic, tp.partition) for tp in assigned)
+
+    app.on_partitions_assigned.connect(cast(SignalHandlerT, own_assigned))
+    # Called once the changelog is read into the table, before the streams resume.
+    table.on_recover(aggregation.restore_gauges)
 
     @app.timer(settings.windows.tick_interval_s)
     async def tick() -> None:

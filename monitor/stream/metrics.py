@@ -4,13 +4,17 @@ Every metric lives in one `CollectorRegistry` per worker so tests and
 several workers in one process never collide. Label values for entities
 are bounded: only watchlist companies (or the first `max_entities` seen)
 get a series of their own, everything else is folded into "other".
+
+Per-key gauges and the consumer lag are exported only by the worker that
+owns the partition they describe: a rebalance drops the series of the
+partitions that moved away (monitor/stream/aggregation.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -165,6 +169,26 @@ class Metrics:
         with contextlib.suppress(KeyError):
             self.surge_incident.remove(dimension, key_label, incident)
 
+    def drop_key_series(self, dimension: str, key_label: str) -> None:
+        """Drop every per-key series of one (dimension, key label): its partition moved to another worker."""
+        for gauge in (self.negative_share, self.sentiment_mean, self.window_count, self.zscore, self.baseline,
+                      self.window_end):  # fmt: skip
+            with contextlib.suppress(KeyError):  # never set here
+                gauge.remove(dimension, key_label)
+        for gauge, extra in ((self.surge_active, "severity"), (self.surge_incident, "incident")):
+            for value in _label_values(gauge, extra, dimension=dimension, key=key_label):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(dimension, key_label, value)
+
+    def keep_lag(self, assigned: Iterable[tuple[str, int]]) -> None:
+        """Keep the consumer lag of the (topic, partition) pairs assigned now: a moved partition's lag is stale."""
+        keep = {(topic, str(partition)) for topic, partition in assigned}
+        for topic in _label_values(self.consumer_lag, "topic"):
+            for partition in _label_values(self.consumer_lag, "partition", topic=topic):
+                if (topic, partition) not in keep:
+                    with contextlib.suppress(KeyError):
+                        self.consumer_lag.remove(topic, partition)
+
     def set_model(self, name: str, version: str, sha256: str) -> None:
         labels = (name, version, sha256)
         if self._model_labels and self._model_labels != labels:
@@ -172,3 +196,39 @@ class Metrics:
         self._model_labels = labels
         self.model_info.labels(*labels).set(1)
         self.model_loaded.set(1)
+
+
+def _label_values(gauge: Gauge, name: str, **match: str) -> set[str]:
+    """Values of label `name` among the gauge's series whose other labels match (public API: `collect`)."""
+    return {
+        sample.labels[name]
+        for family in gauge.collect()
+        for sample in family.samples
+        if all(sample.labels.get(k) == v for k, v in match.items())
+    }
+
+
+class SeriesOwners:
+    """Which (dimension, key label) series each trend-events partition published.
+
+    Labels are bounded (`Metrics.key_label`), so keys of several partitions
+    can share one series ("other"): a series goes only when no partition
+    still owned published it.
+    """
+
+    def __init__(self) -> None:
+        self._by_partition: dict[int, set[tuple[str, str]]] = {}
+
+    def note(self, partition: int, series: tuple[str, str]) -> None:
+        self._by_partition.setdefault(partition, set()).add(series)
+
+    def partitions(self) -> set[int]:
+        return set(self._by_partition)
+
+    def release(self, partitions: Iterable[int]) -> set[tuple[str, str]]:
+        """Forget the partitions; the series that no remaining partition published, to drop."""
+        gone: set[tuple[str, str]] = set()
+        for p in set(partitions):
+            gone |= self._by_partition.pop(p, set())
+        still = set().union(*self._by_partition.values())
+        return gone - still

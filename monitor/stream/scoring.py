@@ -174,12 +174,12 @@ class ScoreStage:
         )  # fmt: skip
         # Trend events first, the scored item last: once a consumer sees the scored
         # item, everything it feeds into has been handed to the producer.
-        events, scored = self.out.events, self.out.scored
+        out, tp = self.out, (msg.topic, msg.partition)
         for dim, key in trend_keys(record):
             ek, ev = key_of(dim, key).encode(), trend_event(record, dim, key)
-            await box.send(partial(events.send, key=ek, value=ev, force=True), origin, "a trend event")
+            await box.send(partial(out.send, out.events, key=ek, value=ev, source=tp), origin, "a trend event")
         sk = str(item.id).encode()
-        await box.send(lambda: scored.send(key=sk, value=record, force=True), origin, f"scored item {item.id}")
+        await box.send(partial(out.send, out.scored, key=sk, value=record, source=tp), origin, f"scored item {item.id}")
         topic_label = record.get("topic", {}).get("label", "none")
         lang_label = lang[0] if lang[0] in scorer.routes else "other"  # bounded: languages a bundle declares
         self.metrics.messages.labels(msg.topic, topic_label, record["sentiment"]["label"], lang_label).inc()
