@@ -30,7 +30,7 @@ from kafka.partitioner.default import murmur2
 from monitor.stream.broker import EmbeddedBroker
 from monitor.stream.noida import PersistentBroker
 from monitor.testing import TopicNames, TopicReader, WorkerProcess, make_topics, open_broker, produce
-from tests.test_worker_integration import window_env
+from tests.test_worker_integration import surge_env, window_env
 from tests.tiny_bundle import make_bundle
 
 pytestmark = pytest.mark.slow
@@ -145,10 +145,7 @@ def test_two_workers_one_killed_mid_surge_the_other_takes_over(
     # Event times lie minutes in the past: a minute's idle grace keeps the watermark of a
     # partition that has seen no item yet from closing their windows while the workers start.
     lateness_ms = 40_000
-    env = window_env(
-        1.0, lateness_s=lateness_ms / 1000, idle_s=60.0,
-        k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
-    )  # fmt: skip
+    env = surge_env(lateness_s=lateness_ms / 1000, idle_s=60.0)
     app_id = f"two-{topics.suffix}"
     first = WorkerProcess(kafka, topics, tiny, tmp_path / "a", app_id=app_id, env=env).start()
     workers = [first]
@@ -358,10 +355,7 @@ def test_surge_gauge_restored_after_a_restart_before_any_window_closes(
     make_topics(kafka.bootstrap, topics)
     # A 10-minute idle time: after the restart nothing closes a window of the key (no input
     # arrives), so whatever the gauges read then comes from the table.
-    env = window_env(
-        1.0, lateness_s=2.0, idle_s=600.0,
-        k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
-    )  # fmt: skip
+    env = surge_env(lateness_s=2.0, idle_s=600.0)
     app_id = f"restart-{topics.suffix}"
     base = (int(time.time() * 1000) // WINDOW_MS - 60) * WINDOW_MS
     # Windows 0-7 close (the last items are 2 s of event time past window 7); 8-10 stay open.

@@ -50,7 +50,7 @@ def window_env(size_s: float, lateness_s: float = 2.0, idle_s: float = 1.0, **su
 
 
 def surge_env(lateness_s: float, idle_s: float = 3600.0) -> dict[str, str]:
-    """1 s windows closed on event time only (no idle fallback), and a surge rule that fires on 3 windows."""
+    """1 s windows (the default idle time leaves closing to event time alone) and a surge rule firing on 3 windows."""
     return window_env(
         1.0, lateness_s=lateness_s, idle_s=idle_s,
         k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
@@ -131,10 +131,7 @@ def _timed_items(base_ms: int, window_ms: int, plan: list[tuple[int, int]], enti
 def test_windows_exact_and_one_alert_per_surge(kafka: Broker, tmp_path: Path, tiny: Path) -> None:
     topics = TopicNames()
     make_topics(kafka.bootstrap, topics)
-    env = window_env(
-        1.0, lateness_s=5.0, idle_s=1.0,
-        k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
-    )  # fmt: skip
+    env = surge_env(lateness_s=5.0, idle_s=1.0)
     worker = WorkerProcess(kafka, topics, tiny, tmp_path, env=env).start()
     try:
         window_ms = 1000
@@ -246,10 +243,7 @@ def test_killed_mid_surge_no_alert_lost_or_duplicated(
         request.applymarker(pytest.mark.xfail(strict=False, reason="one input lost in 1 of 3 runs on noida-db"))
     topics = TopicNames()
     make_topics(kafka.bootstrap, topics)
-    env = window_env(
-        1.0, lateness_s=5.0, idle_s=1.0,
-        k="3", min_volume="5", min_share="0.4", warmup_windows="3", resolve_windows="2", cooldown_s="600",
-    )  # fmt: skip
+    env = surge_env(lateness_s=5.0, idle_s=1.0)
     app_id = f"kill-surge-{topics.suffix}"
     window_ms = 1000
     base = (int(time.time() * 1000) // window_ms - 60) * window_ms
