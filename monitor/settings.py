@@ -251,6 +251,8 @@ class WorkerSettings(BaseModel):
 
     app_id: str = "finsent"
     datadir: Path = Path("var/faust")
+    # Where the window table lives. "memory://": in memory, restored from its changelog; under
+    # at-least-once a rebalance re-reads only what this worker does not hold yet (docs/BROKERS.md).
     store: str = "memory://"
     web_port: int = Field(6066, ge=0, le=65535)
     max_message_bytes: int = Field(1_000_000, ge=1024)

@@ -19,6 +19,7 @@ from monitor.cli.notify import (
     TOKEN_FILE_ENV,
     AlertCache,
     NotifyServer,
+    RefusalLog,
     check_bearer,
     format_notification,
     load_token,
@@ -195,3 +196,22 @@ def test_unreadable_token_is_one_line_before_anything_starts(
     monkeypatch.setenv(TOKEN_FILE_ENV, str(empty))
     assert cli.main(argv) == 2
     assert capsys.readouterr().err == f"finsent: error: token file {empty} is empty\n"
+
+
+def test_refusals_are_logged_once_a_minute_per_reason_with_their_count() -> None:
+    refusals = RefusalLog(every_s=60)
+    assert refusals.note("wrong", 0.0) == 1  # the first of a reason at once
+    assert refusals.note("missing", 1.0) == 1  # reasons are limited apart
+    assert [refusals.note("wrong", t) for t in (1.0, 30.0, 59.9)] == [None, None, None]
+    assert refusals.note("wrong", 60.0) == 4  # the three held back and this one
+    assert refusals.note("wrong", 61.0) is None
+    assert refusals.note("missing", 200.0) == 1
+
+
+def test_a_flood_of_refused_posts_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING), receiver(TOKEN) as server:
+        for _ in range(20):
+            assert post(server, "Bearer nope")[0] == 401
+        assert server.rejected_total("wrong") == 20  # every one still counted
+    refusals = [r.getMessage() for r in caplog.records if "refused a webhook" in r.getMessage()]
+    assert len(refusals) == 1 and "(1 since this line last appeared, 1 in all" in refusals[0], refusals

@@ -29,3 +29,36 @@ def test_forget_starts_the_wait_over() -> None:
     w.forget("p0")
     assert not w.stalled("p0", 100, end_offset=190, now_s=15)
     assert w.stalled("p0", 100, end_offset=190, now_s=25)
+
+
+def test_lag_of_a_partition_revoked_while_its_position_was_asked_is_not_set() -> None:
+    """A rebalance between reading a partition's position and setting its gauge leaves no stale series."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from monitor.stream.lag import measure_lag
+    from monitor.stream.metrics import Metrics
+
+    kept, moved = TP("news", 0), TP("news", 1)
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.owned = {kept, moved}
+
+        def assignment(self) -> set[TP]:
+            return set(self.owned)
+
+        def highwater(self, tp: TP) -> int:
+            return 10
+
+        async def position(self, tp: TP) -> int:
+            if tp == moved:
+                self.owned = {kept}  # revoked while this await was pending
+            return 4
+
+    metrics = Metrics()
+    asyncio.run(measure_lag(SimpleNamespace(consumer=Consumer()), metrics, {"news"}, StallWatch()))  # type: ignore[arg-type]
+    lag = {s.labels["partition"]: s.value for s in metrics.consumer_lag.collect()[0].samples}
+    assert lag == {"0": 6.0}

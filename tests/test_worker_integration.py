@@ -217,19 +217,28 @@ def test_killed_worker_loses_nothing_and_restores_windows(kafka: Broker, tmp_pat
 def trail(bootstrap: str, topics: TopicNames, base: int, window_ms: int) -> str:
     """Where a short window's items stopped: distinct ids per window offset on each topic they pass through."""
     out = []
-    stages = (("scored", topics.scored), ("trend events", topics.trend_events), ("dead letters", topics.deadletter))
+    stages = (
+        ("input", topics.news),
+        ("scored", topics.scored),
+        ("trend events", topics.trend_events),
+        ("dead letters", topics.deadletter),
+    )
+    where: dict[str, dict[str, str]] = {}  # stage -> id -> partition@offset of its first record
     for name, topic in stages:
         reader = TopicReader(bootstrap, topic)
         reader.wait_for(lambda v: False, timeout=3)
         per: dict[int, set[str]] = {}
         for r in reader.records:
             v = json.loads(r.value)
+            where.setdefault(name, {}).setdefault(str(v.get("id")), f"{r.partition}@{r.offset}")
             if "tick" in v or (name == "trend events" and v.get("key") != "ACME"):
                 continue
-            ms = v.get("event_ms") or v.get("event_time") or 0
+            ms = v.get("event_ms") or v.get("event_time") or v.get("published_at") or 0
             per.setdefault((int(ms) - base) // window_ms, set()).add(str(v.get("id")))
         reader.close()
         out.append(f"{name}: distinct ids per window offset {sorted((k, len(v)) for k, v in per.items())}")
+    unscored = sorted(set(where.get("input", {})) - set(where.get("scored", {})))
+    out.append(f"on the input, never scored (id input-partition@offset): {[(i, where['input'][i]) for i in unscored]}")
     return "\n".join(out)
 
 

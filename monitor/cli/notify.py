@@ -200,12 +200,37 @@ def check_bearer(authorization: str | None, token: str) -> str | None:
     return None if same else "wrong"
 
 
+class RefusalLog:
+    """When to log a refused post: the first of each reason, then at most one line a minute with the count.
+
+    Anyone who can reach the port can post, and one warning per post would let
+    them flood the log; the counter on /metrics still counts every one.
+    """
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._since: dict[str, int] = {}
+
+    def note(self, reason: str, now: float) -> int | None:
+        """The refusals of `reason` this line reports (this one included), or None: not now."""
+        with self._lock:
+            self._since[reason] = self._since.get(reason, 0) + 1
+            last = self._last.get(reason)
+            if last is not None and now - last < self.every_s:
+                return None
+            self._last[reason] = now
+            return self._since.pop(reason)
+
+
 class NotifyServer(ThreadingHTTPServer):
     """The webhook server, with the token it checks and the count of what it refused."""
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], token: str | None) -> None:
         super().__init__(address, handler)
         self.token = token
+        self.refusals = RefusalLog()
         self.registry = CollectorRegistry()
         self.rejected = Counter(
             "finsent_notify_rejected",
@@ -251,10 +276,16 @@ def make_server(
                 deliver(format_notification(a, found), forward)
 
         def refuse(self, reason: str) -> None:
-            """401, counted and logged by reason and client address; never with what the client sent."""
+            """401, counted, and logged by reason and client address (rate-limited); never with what was sent."""
             self.server.rejected.labels(reason).inc()
-            total = self.server.rejected_total(reason)
-            log.warning("refused a webhook from %s: %s bearer token (%d so far)", self.client_address[0], reason, total)
+            n = self.server.refusals.note(reason, time.monotonic())
+            if n is not None:
+                total = self.server.rejected_total(reason)
+                log.warning(
+                    "refused a webhook from %s: %s bearer token (%d since this line last appeared, %d in all; "
+                    "logged at most once a minute)",
+                    self.client_address[0], reason, n, total,
+                )  # fmt: skip
             try:
                 length = min(max(int(self.headers.get("Content-Length", 0)), 0), REFUSED_BODY_LIMIT)
             except ValueError:

@@ -28,7 +28,7 @@ from mode.types.signals import SignalHandlerT
 from monitor.core import entities as ent
 from monitor.model.service import ModelService
 from monitor.settings import Settings
-from monitor.stream import faust_fixes
+from monitor.stream import faust_fixes, store
 from monitor.stream.aggregation import AggregateConfig, AggregateStage
 from monitor.stream.clients import faust_broker_kwargs
 from monitor.stream.lag import measure_lag
@@ -40,6 +40,7 @@ from monitor.stream.stall import StallWatch
 log = logging.getLogger(__name__)
 
 TABLE_NAME = "windows"
+RECOVERY_BATCH = 50
 
 
 class Pipeline:
@@ -98,6 +99,15 @@ def declare_outputs(app: faust.App, settings: Settings, metrics: Metrics) -> Out
     )
 
 
+def table_store(settings: Settings) -> str:
+    """The window table's store URL: "memory://" means the kept variant under at-least-once (store.py)."""
+    w = settings.worker
+    if w.store == "memory://" and w.processing_guarantee == "at_least_once":
+        store.register()
+        return store.URL
+    return w.store
+
+
 def transactional_id(app: faust.App, topic: str, partition: int) -> str:
     """The id of the transaction Faust commits an input partition's offsets in (its TransactionManager's format)."""
     return f"{app.conf.id}-{app.assignor.group_for_topic(topic)}-{partition}"
@@ -110,7 +120,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     metrics = pipeline.metrics
     out = declare_outputs(app, settings, metrics)
     inputs = app.topic(*t.inputs, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    table = app.Table(TABLE_NAME, default=None, partitions=t.partitions, key_type=str, value_type=None)
+    table = app.Table(
+        TABLE_NAME, default=None, partitions=t.partitions, key_type=str, value_type=None,
+        store=table_store(settings),
+        # A key's state is tens of KB: apply a restored changelog in small batches, not 1,000 at a time.
+        recovery_buffer_size=RECOVERY_BATCH,
+    )  # fmt: skip
     scoring = ScoreStage(
         pipeline.models, out, pipeline.watchlist,
         batch_size=settings.model.batch_size, max_wait_s=settings.model.max_wait_ms / 1000,

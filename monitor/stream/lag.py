@@ -29,7 +29,8 @@ async def measure_lag(app: faust.App, metrics: Metrics, inputs: set[str], watch:
         except Exception as exc:
             log.debug("lag of %s not known now: %r", tp, exc)
             continue
-        if pos is None:
+        # A rebalance during the await may have taken the partition away, and its series with it.
+        if pos is None or tp not in consumer.assignment():
             continue
         if high is not None:
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))
