@@ -124,3 +124,71 @@ def test_the_wrapped_methods_exist_in_this_faust() -> None:
     """If faust renames them, the fix would silently not apply: fail here instead."""
     for name in faust_fixes.RESUMING_METHODS:
         assert callable(getattr(Recovery, name))
+
+
+def rec(offset: int) -> Any:
+    return SimpleNamespace(offset=offset)
+
+
+def test_first_dropped_is_the_first_fetched_offset_past_what_was_delivered() -> None:
+    a, b, c = TP("news", 0), TP("news", 1), TP("news", 2)
+    fetched = {a: [rec(10), rec(11), rec(12)], b: [rec(5), rec(6)], c: [rec(7)]}
+    assert faust_fixes.first_dropped(fetched, {a: 10, c: 7}) == {a: 11, b: 5}
+    assert faust_fixes.first_dropped(None, {}) == {}
+
+
+class FetchingConsumer:
+    """What the wrapped getmany touches: faust's own getmany stops after `deliver` records (flow stopped)."""
+
+    def __init__(self, deliver: int, generation_changes: bool = False) -> None:
+        self.tp = TP("news", 0)
+        self.records = {self.tp: [rec(o) for o in range(100, 110)]}
+        self.deliver, self.generation_changes = deliver, generation_changes
+        self.app = SimpleNamespace(consumer_generation_id=1)
+        self.seeks: list[tuple[TP, int]] = []
+
+    def assignment(self) -> set[TP]:
+        return {self.tp}
+
+    async def position(self, tp: TP) -> int:
+        return 110  # aiokafka is past everything it fetched
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+async def faust_getmany(self: Any, timeout: float) -> Any:
+    records, _ = await self._wait_next_records(timeout)
+    if self.generation_changes:
+        self.app.consumer_generation_id = 2
+    for r in records[self.tp][: self.deliver]:
+        yield self.tp, r
+
+
+async def faust_wait(self: Any, timeout: float) -> Any:
+    return self.records, None
+
+
+def drive(consumer: FetchingConsumer) -> list[int]:
+    getmany, wait = faust_fixes.rewinding_getmany(faust_getmany, faust_wait)
+    consumer._wait_next_records = wait.__get__(consumer)  # type: ignore[attr-defined]
+
+    async def run() -> list[int]:
+        return [m.offset async for _, m in getmany(consumer, 1.0)]
+
+    return asyncio.run(run())
+
+
+def test_records_fetched_but_not_delivered_are_read_again() -> None:
+    consumer = FetchingConsumer(deliver=4)
+    assert drive(consumer) == [100, 101, 102, 103]
+    assert consumer.seeks == [(consumer.tp, 104)]  # upstream: 104-109 gone, later committed past as a gap
+
+
+def test_nothing_sought_when_all_was_delivered_or_the_generation_changed() -> None:
+    full = FetchingConsumer(deliver=10)
+    drive(full)
+    assert full.seeks == []
+    rebalanced = FetchingConsumer(deliver=4, generation_changes=True)
+    drive(rebalanced)
+    assert rebalanced.seeks == []  # positions start again at the committed offsets

@@ -248,8 +248,8 @@ def test_killed_mid_surge_no_alert_lost_or_duplicated(
     """SIGKILL between a surge's firing and its resolution: after the restart the same alert resolves, once."""
     if kafka.profile == "kafka":
         # Open finding on noida-db, not a pass (RELIABILITY.md): in 2 of about 40 runs the restarted worker
-        # never processed records produced while it joined. Most likely Faust's getmany dropping fetched
-        # records during the start-up; not fixed yet. The test still runs and reports.
+        # never processed records produced while it joined: Faust's getmany dropping fetched records during
+        # start-up, now mended (faust_fixes.py, fix 3); the marker stays until more runs confirm it.
         reason = "input produced while the restarted worker joined lost in 2 of ~40 runs on noida-db"
         request.applymarker(pytest.mark.xfail(strict=False, reason=reason))
     topics = TopicNames()
