@@ -155,8 +155,9 @@ def rewinding_getmany(
         self._finsent_fetched = (None, None)
         if generation != getattr(self.app, "consumer_generation_id", None):
             return  # a rebalance: positions start again at the committed offsets
-        assigned = self.assignment()
-        for tp, offset in first_dropped(records, delivered).items():
+        dropped = first_dropped(records, delivered)
+        assigned = self.assignment() if dropped else set()  # once per fetch: ask only when there is a seek to make
+        for tp, offset in dropped.items():
             try:
                 position = await self.position(tp) if tp in assigned else None
                 if position is not None and position > offset:
