@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from monitor.core.surge import SurgeConfig
 from monitor.core.windows import WindowConfig
-from monitor.model.session import BUCKET_SIZE
+from monitor.model.batching import BUCKET_SIZE
 
 _SURGE = SurgeConfig()  # the surge rule's defaults, defined once there
 _WINDOWS = WindowConfig()  # likewise the windows'

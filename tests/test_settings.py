@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,10 @@ def test_metrics_tls_that_would_check_less_than_asked_is_one_line(tmp_path: Path
         load_settings(None, {"metrics": values})
     assert str(exc.value).startswith("invalid settings: metrics: ")
     assert fragment.format(dir=tmp_path) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_settings_load_without_numpy_or_onnxruntime() -> None:
+    """A bad flag or config file is reported before the model stack is imported, so the error comes at once."""
+    code = "import sys, monitor.settings; print(sorted({'numpy', 'onnxruntime'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -144,7 +144,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     console = Console()
-    models = _check_inputs(args, settings)
+    models, surge = _check_inputs(args, settings)
+    args = argparse.Namespace(**{**vars(args), "surge_entity": surge})  # the caller's namespace stays as given
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -199,8 +200,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         broker.stop()
 
 
-def _check_inputs(args: argparse.Namespace, settings: Settings) -> list[Path]:
-    """The model bundles to serve, once the demo's files and flags are known to be usable."""
+def _check_inputs(args: argparse.Namespace, settings: Settings) -> tuple[list[Path], str]:
+    """The model bundles to serve and the surge's company key, once the demo's files and flags are usable."""
     for path in (args.news, args.data, args.zh):
         if not path.is_file():
             raise CliError(f"demo data {path} not found")
@@ -209,12 +210,11 @@ def _check_inputs(args: argparse.Namespace, settings: Settings) -> list[Path]:
     key = surge_key(args.surge_entity)
     if key is None:
         raise CliError(f"--surge-entity {args.surge_entity!r} is not a ticker symbol or stock code")
-    args.surge_entity = key
     models = [Path(m) for m in args.model] if args.model else [Path(settings.model.path), *settings.model.extra]
     for model in models:
         if not (model / "manifest.json").is_file():
             raise CliError(f"model bundle {model} not found (build one with: finsent-train build)")
-    return models
+    return models, key
 
 
 def _demo_env(bootstrap: str) -> dict[str, str]:

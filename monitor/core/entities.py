@@ -86,6 +86,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from monitor.core.language import HAN_CLASS
 from monitor.core.validate import TICKER_RE
 
 __all__ = [
@@ -107,7 +108,7 @@ _MIN_CJK = 3
 _ABBREVIATION = 2
 # Characters that continue a word: a match must not have one on either side.
 _WORD = r"0-9A-Za-z_\u00c0-\u024f"
-_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK_RE = re.compile(HAN_CLASS)
 _CASHTAG = r"\$(?P<cash>[A-Za-z]{1,6}(?:\.[A-Za-z]{1,2})?)"
 # A bare number followed by one of these is an amount, a decimal or a date part, not a code.
 _NUM_AFTER = r"(?![.,，][0-9]|[%％‰万亿元块手张份次人年月日号点倍只家个吨]|股(?![价票份东]))"

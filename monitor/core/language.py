@@ -34,10 +34,15 @@ ALIASES = {
 _TAG = re.compile(r"^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*$")
 
 
+# Han ideographs: the unified block, extension A, compatibility ideographs, extensions B-G.
+HAN_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
+# The same ranges as a regex character class, for code that matches Han inside a pattern.
+HAN_CLASS = "[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in HAN_RANGES) + "]"
+
+
 def _is_han(ch: str) -> bool:
     o = ord(ch)
-    return (0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF
-            or 0x20000 <= o <= 0x3134F)  # fmt: skip
+    return any(lo <= o <= hi for lo, hi in HAN_RANGES)
 
 
 def _is_kana(ch: str) -> bool:

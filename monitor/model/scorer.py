@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from monitor.core.scores import TaskScore
+from monitor.model.batching import BUCKET_SIZE
 from monitor.model.bundle import Bundle, BundleError, load_bundle
 from monitor.model.normalize import normalize_text
-from monitor.model.session import BUCKET_SIZE, Classifier, choose_providers
+from monitor.model.session import Classifier, choose_providers
 
 log = logging.getLogger(__name__)
 

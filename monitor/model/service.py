@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from monitor.core.scores import TaskScore
+from monitor.model.batching import BUCKET_SIZE
 from monitor.model.bundle import MANIFEST, BundleError
 from monitor.model.scorer import Scorer
-from monitor.model.session import BUCKET_SIZE
 
 log = logging.getLogger(__name__)
 

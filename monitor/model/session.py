@@ -18,11 +18,8 @@ from typing import Any
 import numpy as np
 
 from monitor.core.scores import softmax
+from monitor.model.batching import BUCKET_SIZE, PAD_MULTIPLE
 from monitor.model.bundle import Bundle, BundleError, tokenizer_pad_id
-
-PAD_MULTIPLE = 8
-# Texts per length-sorted chunk of a batch (0 = one chunk); ModelSettings.bucket_size defaults to it.
-BUCKET_SIZE = 16
 
 
 def _import_ort() -> Any:
