@@ -420,10 +420,23 @@ def test_soak_steady_rate_flat_memory_no_errors(kind: str, tmp_path: Path, tiny:
                 if restart.note
                 else ""
             )
-            assert not missing - lost, (
-                f"{len(missing - lost)} of {len(sent)} not scored 120 s after the end; lag at end {lag_end}; "
-                f"{len(set(paced.failed) & missing)} failed to send; e.g. {sorted(missing - lost)[:5]}; "
-                f"{len(lost)} lost by the broker, {len(skipped)} skipped at offsets it reused; RSS {rss_trace}"
+            # The broker loses the outputs it acknowledged in its last moments as well as inputs: an item
+            # read just before the inputs it lost can have been scored, committed past, and its scored
+            # record then lost. Counted apart only up to what the scored topic is provably short of (the
+            # worker's scored sends minus the records there) and only just before the lost inputs.
+            unexplained = missing - lost
+            outputs_lost = broker_lost_outputs(worker, broker.bootstrap, topics.scored) if unexplained and lost else 0
+            order = {item: n for n, item in enumerate(paced.sent)}
+            first_lost = min((order[i] for i in lost), default=0)
+            just_before = {i for i in unexplained if first_lost - 2 * rate <= order[i] < first_lost}
+            if just_before and len(just_before) <= outputs_lost:
+                unexplained -= just_before
+                restart.note += f", {len(just_before)} scored just before the lost inputs whose outputs it lost too"
+            assert not unexplained, (
+                f"{len(unexplained)} of {len(sent)} not scored 120 s after the end; lag at end {lag_end}; "
+                f"{len(set(paced.failed) & missing)} failed to send; e.g. {sorted(unexplained)[:5]}; "
+                f"{len(lost)} lost by the broker, {len(skipped)} skipped at offsets it reused, "
+                f"{outputs_lost} scored records short on the topic; RSS {rss_trace}"
             )
             # Steady state: at most ~10 s of input waiting when the stream stopped.
             assert lag_end <= rate * 10, f"consumer lag {lag_end} at the end: {rate}/s is above this worker's rate"
@@ -448,6 +461,22 @@ def test_soak_steady_rate_flat_memory_no_errors(kind: str, tmp_path: Path, tiny:
             )
         finally:
             worker.stop()
+
+
+def broker_lost_outputs(worker: WorkerProcess, bootstrap: str, topic: str, partitions: int = 4) -> int:
+    """Scored records the worker sent (and saw acknowledged before it committed) that are not on `topic`.
+
+    Every record on a noida-db topic sits below its end offset with no holes (lost offsets are handed
+    out again), so the end offsets count what is there; re-scored items count twice on both sides.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
+    try:
+        there = sum(consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)]).values())
+    finally:
+        consumer.close()
+    return max(0, int(worker.metric("finsent_messages_total")) - there)
 
 
 def scored_ids(bootstrap: str, topic: str, want: set[str], *, to_end: bool, timeout: float = 120.0) -> set[str]:
