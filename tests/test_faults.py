@@ -448,7 +448,9 @@ def test_soak_steady_rate_flat_memory_no_errors(kind: str, tmp_path: Path, tiny:
                 # since the start (3 keys x 1 record per second here; docs/BROKERS.md, the table's store).
                 assert max(recovered, default=0) <= 30, f"changelog records read per recovery: {recovered}"
             assert fds_end <= fds_start + 5, (fds_start, fds_end)
-            assert 0 < tasks_end <= tasks_start + 5, (tasks_start, tasks_end)
+            # A broker restart leaves the client's reconnect and rebalance tasks coming and going: one sample at
+            # the end varied by up to 8 either way over runs, so the margin is wider there. A leak grows past it.
+            assert 0 < tasks_end <= tasks_start + (10 if restart.note else 5), (tasks_start, tasks_end)
             # Flat: growth over the run well under what holding every item would take (~0.3 KB each).
             assert rss_end - rss_start < max(20.0, 0.5 * len(sent) * 0.3 / 1024), rss_trace
             print(
