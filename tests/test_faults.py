@@ -424,14 +424,15 @@ def test_soak_steady_rate_flat_memory_no_errors(kind: str, tmp_path: Path, tiny:
             # read just before the inputs it lost can have been scored, committed past, and its scored
             # record then lost. Counted apart only up to what the scored topic is provably short of (the
             # worker's scored sends minus the records there) and only just before the lost inputs.
-            unexplained = missing - lost
-            outputs_lost = broker_lost_outputs(worker, broker.bootstrap, topics.scored) if unexplained and lost else 0
-            order = {item: n for n, item in enumerate(paced.sent)}
-            first_lost = min((order[i] for i in lost), default=0)
-            just_before = {i for i in unexplained if first_lost - 2 * rate <= order[i] < first_lost}
-            if just_before and len(just_before) <= outputs_lost:
-                unexplained -= just_before
-                restart.note += f", {len(just_before)} scored just before the lost inputs whose outputs it lost too"
+            unexplained, outputs_lost = missing - lost, 0
+            if unexplained and lost:
+                outputs_lost = broker_lost_outputs(worker, broker.bootstrap, topics.scored)
+                order = {item: n for n, item in enumerate(paced.sent)}
+                first_lost = min(order[i] for i in lost)
+                just_before = {i for i in unexplained if first_lost - 2 * rate <= order[i] < first_lost}
+                if just_before and len(just_before) <= outputs_lost:
+                    unexplained -= just_before
+                    restart.note += f", {len(just_before)} scored just before the lost inputs whose outputs it lost too"
             assert not unexplained, (
                 f"{len(unexplained)} of {len(sent)} not scored 120 s after the end; lag at end {lag_end}; "
                 f"{len(set(paced.failed) & missing)} failed to send; e.g. {sorted(unexplained)[:5]}; "
