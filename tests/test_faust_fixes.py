@@ -1,4 +1,5 @@
-"""The faust consumer fixes: never commit past a held message; no seek racing the fetcher after recovery."""
+"""The faust consumer fixes: never commit past a held message; no seek racing the fetcher after recovery;
+fetched records not delivered are read again; a resume of a running flow keeps what is queued."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from monitor.stream import faust_fixes
 
@@ -85,11 +87,45 @@ def test_other_partitions_and_old_generations_do_not_hold_the_commit() -> None:
 
 
 def test_install_wraps_each_method_once() -> None:
+    def wrapped() -> list[Any]:
+        return [
+            Consumer._new_offset,
+            Consumer.getmany,
+            FlowControlEvent.resume,
+            *(getattr(Recovery, n) for n in faust_fixes.RESUMING_METHODS),
+        ]
+
     faust_fixes.install()
-    first = [Consumer._new_offset, *(getattr(Recovery, n) for n in faust_fixes.RESUMING_METHODS)]
+    first = wrapped()
     faust_fixes.install()
     assert faust_fixes.installed()
-    assert [Consumer._new_offset, *(getattr(Recovery, n) for n in faust_fixes.RESUMING_METHODS)] == first
+    assert wrapped() == first
+
+
+_RESUME = getattr(FlowControlEvent.resume, "__wrapped__", FlowControlEvent.resume)  # mode's own
+
+
+def test_resume_of_a_running_flow_keeps_the_queued_records() -> None:
+    """Recovery resumes a flow that already runs; upstream that empties the stream queues, losing what was in them."""
+
+    async def run() -> None:
+        resume = faust_fixes.resume_if_suspended(_RESUME)
+        flow = FlowControlEvent(initially_suspended=True)
+        queue: FlowControlQueue[str] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+        queue.put_nowait("fetched during the rebalance")
+        resume(flow)  # after a suspension: cleared, as upstream does
+        assert flow.is_active() and queue.empty()
+        queue.put_nowait("fetched after the partitions were resumed")
+        resume(flow)  # already running: nothing to clear
+        assert flow.is_active() and queue.qsize() == 1
+        _RESUME(flow)  # upstream's resume of the same running flow
+        assert queue.empty()  # the record the agent never saw
+        flow.suspend()
+        queue.put_nowait("stale")
+        resume(flow)
+        assert flow.is_active() and queue.empty()
+
+    asyncio.run(run())
 
 
 class FakeConsumer:

@@ -114,7 +114,7 @@ def transactional_id(app: faust.App, topic: str, partition: int) -> str:
 
 
 def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
-    faust_fixes.install()  # two consumer bugs that lose input records (monitor/stream/faust_fixes.py)
+    faust_fixes.install()  # consumer bugs that lose input records (monitor/stream/faust_fixes.py)
     t = settings.topics
     app = make_faust_app(settings)
     metrics = pipeline.metrics
