@@ -193,39 +193,44 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int = 4) -> di
 
 
 def trace_lines(work: Path, partition: int, offset: int, around: int = 3) -> list[str]:
-    """Trace lines of every worker log that touch `partition` near `offset`, oldest worker first."""
+    """Trace lines of every worker log that touch `partition` near `offset`, oldest worker first.
+
+    With each such worker's rebalances, recovery end and Faust's own "skipping"/"dropped" lines.
+    """
+    context = ("generation id", "TRACE revoked", "TRACE assigned", "TRACE faust", "Worker ready")
     out = []
     for path in sorted(work.glob("worker-*.log"), key=lambda f: f.read_text(errors="replace")[:23]):
-        hits = []
+        hits, touched = [], False
         for line in path.read_text(errors="replace").splitlines():
-            m = re.search(r"TRACE (?:deliver|ack|seek|gap|queued|taken) p(\d+) (\d+)", line)
-            f = re.search(r"TRACE fetched p(\d+) (\d+)-(\d+)", line)
-            if f and int(f[1]) == partition and int(f[2]) - around <= offset <= int(f[3]) + around:
-                m = None
-                hits.append(line[11:23] + " " + line[line.find("TRACE") :])
-                continue
-            c = re.search(r"TRACE commit \{(.*)\}", line)
-            near = m is not None and int(m[1]) == partition and abs(int(m[2]) - offset) <= around
-            if c:
+            near = False
+            if m := re.search(r"TRACE (?:deliver|ack|seek|gap|queued|taken) p(\d+) (\d+)", line):
+                near = int(m[1]) == partition and abs(int(m[2]) - offset) <= around
+            elif f := re.search(r"TRACE fetched p(\d+) (\d+)-(\d+)", line):
+                near = int(f[1]) == partition and int(f[2]) - around <= offset <= int(f[3]) + around
+            elif c := re.search(r"TRACE commit \{(.*)\}", line):
                 at = dict(re.findall(r"(\d+): (\d+)", c[1])).get(str(partition))
                 near = at is not None and abs(int(at) - offset) <= around
-            if near or any(
-                k in line for k in ("generation id", "TRACE revoked", "TRACE assigned", "TRACE faust", "Worker ready")
-            ):
+            touched = touched or near
+            if near or any(k in line for k in context):
                 hits.append(line[11:23] + " " + line[line.find("TRACE") if "TRACE" in line else 24 :])
-        if any("TRACE" in h for h in hits):
+        if touched:
             out += [f"== {path.name}", *hits]
     return out
 
 
 def near_misses(work: Path) -> list[str]:
-    """Commits past an input record that the same worker was handed (delivered) and never acked."""
+    """Commits past an input record that the same worker was handed (delivered) and never acked.
+
+    A log file can hold several workers (a later one got the same metrics port): each starts afresh.
+    """
     out = []
     for path in sorted(work.glob("worker-*.log")):
         first: dict[int, int] = {}
         acked: dict[int, set[int]] = {}
         for line in path.read_text(errors="replace").splitlines():
-            if m := re.search(r"TRACE deliver p(\d+) (\d+)", line):
+            if "[^Worker]: Starting" in line:
+                first, acked = {}, {}
+            elif m := re.search(r"TRACE deliver p(\d+) (\d+)", line):
                 first.setdefault(int(m[1]), int(m[2]))
             elif m := re.search(r"TRACE ack p(\d+) (\d+) True", line):
                 acked.setdefault(int(m[1]), set()).add(int(m[2]))
