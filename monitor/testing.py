@@ -83,8 +83,8 @@ class TopicNames:
 
 
 # A `sitecustomize` for a worker (see `hook_env`): Faust's recovery ends by resuming the input partitions,
-# awaiting a (left out) seek, then resuming the flow. A record fetched in that moment is rare (about one
-# worker start in 600 on 2 cores); this holds the moment open until one waits in a stream queue, so a test
+# awaiting a (left out) seek, then resuming the flow. A record fetched in that moment is rare (1 to 7
+# worker starts in 300 on 2 cores); this holds the moment open until one waits in a stream queue, so a test
 # can show what becomes of it.
 RESUME_RACE_HOOK = """
 import asyncio, logging

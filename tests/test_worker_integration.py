@@ -309,7 +309,7 @@ def test_killed_mid_surge_no_alert_lost_or_duplicated(kafka: Broker, tmp_path: P
 def test_record_fetched_as_recovery_ends_is_scored(kafka: Broker, tmp_path: Path, tiny: Path) -> None:
     """A record queued for the scoring agent just as recovery resumes the flow is scored, not thrown away.
 
-    The moment comes about once in 600 worker starts; the hook holds it open until an input record waits
+    The moment comes in 1 to 7 of 300 worker starts; the hook holds it open until an input record waits
     in a stream queue. Faust's resume at that point emptied the queues: the record was never scored, and
     the next commit stepped over it (monitor/stream/faust_fixes.py, fix 4).
     """
