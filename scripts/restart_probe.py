@@ -249,7 +249,11 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=30, help="restarts (default 30)")
     ap.add_argument("--rate", type=float, default=40.0, help="input items per second (default 40)")
     ap.add_argument("--plain", action="store_true", help="a plain aiokafka consumer instead of finsent workers")
-    ap.add_argument("--trace", action="store_true", help="workers log each delivery, ack and commit of the input")
+    ap.add_argument(
+        "--trace",
+        action="store_true",
+        help="workers log each fetch, delivery, queueing, take, ack, seek and commit of the input; count near misses",
+    )
     ap.add_argument(
         "--race", type=float, default=0.0, metavar="S",
         help="end each worker's recovery the moment a fetched input record waits in a stream queue (waiting at "

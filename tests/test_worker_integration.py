@@ -339,7 +339,9 @@ def test_record_fetched_as_recovery_ends_is_scored(kafka: Broker, tmp_path: Path
         assert hit and int(hit[1]) > 0, f"the moment was not reached, the test proves nothing:\n{worker.log_tail()}"
         missing = sorted(all_ids - got)
         assert not missing, f"{len(missing)} never scored ({hit[0]}): {missing[:10]}\n{worker.log_tail()}"
-        print(f"\nFAULT resume race: {hit[0]} as recovery ended; all {len(all_ids)} items scored")
+        print(
+            f"\nFAULT resume race: {hit[1]} input record(s) waited as recovery ended; all {len(all_ids)} items scored"
+        )
     finally:
         scored.close()
         worker.stop()
