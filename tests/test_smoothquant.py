@@ -103,3 +103,33 @@ def test_dynamic_smooth_keeps_named_matmuls_in_fp32_and_refuses_a_pattern_matchi
     assert [n.name for n in matmuls] == ["mm3"]
     with pytest.raises(ValueError, match="no MatMul name matches"):
         quantize_int8(src, tmp_path / "q2.onnx", "dynamic-smooth", calibration=calib)  # BERT's pattern: no match
+
+
+def _wide_graph() -> onnx.ModelProto:
+    """One MatMul whose K (64) holds whole blocks of 32, as every linear layer of the served encoders does."""
+    w = RNG.normal(0, 0.1, (64, 24)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_weight_only_int8_compute_sets_the_kernels_arithmetic_and_stays_close(tmp_path: Path) -> None:
+    src = tmp_path / "wide.onnx"
+    onnx.save(_wide_graph(), str(src))
+    x = RNG.normal(0, 1, (16, 64)).astype(np.float32)
+    ref = _run(onnx.load(str(src)), x)[0]
+    levels, errors = {}, {}
+    for compute in ("fp32", "int8"):
+        q = quantize_int8(src, tmp_path / f"{compute}.onnx", "weight-only", compute=compute)
+        (node,) = [n for n in onnx.load(str(q)).graph.node if n.op_type == "MatMulNBits"]
+        levels[compute] = {a.name: a.i for a in node.attribute}.get("accuracy_level", 0)
+        errors[compute] = float(np.abs(_run(q, x)[0] - ref).max() / np.abs(ref).max())
+    assert levels == {"fp32": 0, "int8": 4}
+    # 8-bit activations per block of 32 add error on top of the 8-bit weights', but little.
+    assert errors["fp32"] < errors["int8"] < 0.03, errors
+    with pytest.raises(ValueError, match="unknown INT8 compute"):
+        quantize_int8(src, tmp_path / "bad.onnx", "weight-only", compute="int4")

@@ -85,10 +85,12 @@ def test_train_export_quantise_parity_and_serve(tmp_path: Path) -> None:
     # The smaller, slower INT8 (8-bit weights only) goes through the same parity gate.
     small = tmp_path / "weight-only"
     r = _cli("export", str(run), "--out", str(small), "--version", "t2", "--news-eval", str(data["sentiment"]),
-             "--int8-method", "weight-only", *loose, *common)  # fmt: skip
+             "--int8-method", "weight-only", "--int8-compute", "int8", *loose, *common)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((small / "manifest.json").read_text())["onnx"]["int8"] == "weight-only"
-    assert "MatMulNBits" in {n.op_type for n in onnx.load(str(small / "model.int8.onnx")).graph.node}
+    onnx_info = json.loads((small / "manifest.json").read_text())["onnx"]
+    assert onnx_info["int8"] == "weight-only" and onnx_info["int8_compute"] == "int8"
+    nbits = [n for n in onnx.load(str(small / "model.int8.onnx")).graph.node if n.op_type == "MatMulNBits"]
+    assert nbits and all({a.name: a.i for a in n.attribute}.get("accuracy_level") == 4 for n in nbits)
     r = _cli("predict", str(small), "stock up move 3")
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["sentiment"]["label"]
     r = _cli("evaluate", str(bundle), str(data["sentiment"]), "--task", "sentiment")

@@ -189,6 +189,7 @@ def export_bundle(
     parity_limit: int = 700,
     int8_method: str = "dynamic-smooth",
     fp32_matmuls: str | None = None,
+    int8_compute: str = "fp32",
 ) -> dict[str, Any]:
     """Write a bundle for the run's best checkpoint; raises ParityError when an ONNX variant drifts.
 
@@ -210,11 +211,13 @@ def export_bundle(
     texts, text_langs = parity_texts(eval_sets, parity_limit)
     _require_parity_languages(languages, text_langs)
     fp32, int8, calib_info = _export_and_quantise(model, tokenizer, stage, eval_sets, texts, max_length, int8_method,
-                                                  fp32_matmuls, timings)  # fmt: skip
+                                                  fp32_matmuls, int8_compute, timings)  # fmt: skip
     with _timed(timings, "parity"):
         parity = _parity(model, tokenizer, stage, fp32, int8, texts, text_langs, max_length, bounds)
     _gate_parity(stage, parity, bounds, int8_method)
     manifest = _manifest(meta, name, version, languages, list(model.task_names), int8_method, calib_info, parity)
+    if int8_method == "weight-only":
+        manifest["onnx"]["int8_compute"] = int8_compute
     write_manifest(stage, manifest)
     with _timed(timings, "evaluate"):
         manifest["metrics"] = _evaluate_stage(stage, eval_sets, f"{name} {manifest['version']}", parity)
@@ -255,7 +258,7 @@ def _require_parity_languages(languages: list[str], text_langs: list[str]) -> No
 
 def _export_and_quantise(model: MultiTaskModel, tokenizer: Any, stage: Path, eval_sets: dict[str, Examples],
                          parity: list[str], max_length: int, int8_method: str, fp32_matmuls: str,
-                         timings: dict[str, float]) -> tuple[Path, Path, dict[str, Any] | None]:  # fmt: skip
+                         int8_compute: str, timings: dict[str, float]) -> tuple[Path, Path, dict[str, Any] | None]:  # fmt: skip
     """model.onnx (optimised fp32) and model.int8.onnx in `stage`, and how the INT8 model was calibrated."""
     with tempfile.TemporaryDirectory() as tmp:
         with _timed(timings, "onnx"):
@@ -269,7 +272,7 @@ def _export_and_quantise(model: MultiTaskModel, tokenizer: Any, stage: Path, eva
             # Quantise the plain export: the fused graph defeats the quantiser's shape inference.
             # onnxruntime applies the same fusions to the INT8 graph when it loads it.
             int8 = quantize_int8(raw, stage / "model.int8.onnx", int8_method, calibration=calib,
-                                 fp32_matmuls=fp32_matmuls)  # fmt: skip
+                                 fp32_matmuls=fp32_matmuls, compute=int8_compute)  # fmt: skip
     return fp32, int8, calib_info
 
 

@@ -75,6 +75,8 @@ def optimize_onnx(src: Path, dst: Path, num_heads: int, hidden: int) -> Path:
 
 
 INT8_METHODS = ("weight-only", "dynamic", "dynamic-smooth")
+# Arithmetic of weight-only INT8's MatMulNBits kernels, as its `accuracy_level` (0: unset, fp32; 4: int8).
+INT8_COMPUTE = {"fp32": 0, "int8": 4}
 SMOOTH_ALPHA = 0.75  # lower values hurt agreement or broke the model (training/README.md, dynamic-smooth)
 # MatMuls that dynamic-smooth leaves in fp32: BERT's FFN down-projections (transformers' module path
 # `encoder.layer.N.output.dense`). Their input, the GELU output, is the hardest to quantise per tensor:
@@ -202,15 +204,17 @@ def _quiet_quantiser() -> Iterator[None]:
 
 def quantize_int8(src: Path, dst: Path, method: str = "weight-only", block_size: int = 32,
                   calibration: Sequence[dict[str, np.ndarray]] | None = None,
-                  fp32_matmuls: str = FP32_MATMULS) -> Path:  # fmt: skip
+                  fp32_matmuls: str = FP32_MATMULS, compute: str = "fp32") -> Path:  # fmt: skip
     """INT8 weights; three methods, chosen by measured agreement with fp32 and speed (bench/README.md).
 
     "dynamic": ORT dynamic quantisation, per-channel QInt8; activations are quantised to
     8 bits per tensor at run time too, which flipped too many argmaxes for the 99% bar.
     "weight-only" (default): every linear layer becomes MatMulNBits with 8-bit symmetric weights in
     blocks of `block_size` and fp32 activations; the word-embedding table is int8 with a scale per
-    row. About a quarter of the fp32 size, near-perfect agreement. Neither is faster than fp32 on CPUs
-    without VNNI; the gain is a 4x smaller bundle.
+    row. About a quarter of the fp32 size, near-perfect agreement. `compute` picks the kernel's
+    arithmetic (MatMulNBits `accuracy_level`): "fp32" unpacks the 8-bit weights on every call, which at
+    batch 1 costs several times the fp32 graph; "int8" quantises each block of 32 activations to 8
+    bits and multiplies in integers (VNNI/AMX), the same weights at a fraction of the cost.
     "dynamic-smooth": `smooth_activations` on `calibration` batches, then dynamic INT8 of the weight
     MatMuls except those whose name matches `fp32_matmuls` ("" quantises all), embeddings int8 per
     row (a per-tensor embedding scale cost topic agreement). Figures and speeds: training/README.md, "INT8".
@@ -248,10 +252,13 @@ def quantize_int8(src: Path, dst: Path, method: str = "weight-only", block_size:
         return dst
     if method != "weight-only":
         raise ValueError(f"unknown INT8 method '{method}' (choose {', '.join(INT8_METHODS)})")
+    if compute not in INT8_COMPUTE:
+        raise ValueError(f"unknown INT8 compute '{compute}' (choose {', '.join(INT8_COMPUTE)})")
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     with _quiet_quantiser():
-        q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=block_size, is_symmetric=True)
+        q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=block_size, is_symmetric=True,
+                                 accuracy_level=INT8_COMPUTE[compute] or None)  # fmt: skip
         q.process()
     model = q.model.model
     quantize_embeddings_per_row(model)
