@@ -215,9 +215,8 @@ def export_bundle(
     with _timed(timings, "parity"):
         parity = _parity(model, tokenizer, stage, fp32, int8, texts, text_langs, max_length, bounds)
     _gate_parity(stage, parity, bounds, int8_method)
-    manifest = _manifest(meta, name, version, languages, list(model.task_names), int8_method, calib_info, parity)
-    if int8_method == "weight-only":
-        manifest["onnx"]["int8_compute"] = int8_compute
+    manifest = _manifest(meta, name, version, languages, list(model.task_names), int8_method, int8_compute,
+                         calib_info, parity)  # fmt: skip
     write_manifest(stage, manifest)
     with _timed(timings, "evaluate"):
         manifest["metrics"] = _evaluate_stage(stage, eval_sets, f"{name} {manifest['version']}", parity)
@@ -322,7 +321,8 @@ def _gate_parity(stage: Path, parity: dict[str, Any], bounds: ParityBounds, int8
 
 
 def _manifest(meta: dict[str, Any], name: str, version: str | None, languages: list[str], tasks: list[str],
-              int8_method: str, calib_info: dict[str, Any] | None, parity: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+              int8_method: str, int8_compute: str, calib_info: dict[str, Any] | None,
+              parity: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """manifest.json before evaluation: what the bundle holds, how it was trained, its parity numbers."""
     cfg = meta["config"]
     return {
@@ -335,6 +335,7 @@ def _manifest(meta: dict[str, Any], name: str, version: str | None, languages: l
         "max_length": int(cfg["max_length"]),
         "tokenizer": "tokenizer.json",
         "onnx": {"opset": 17, "inputs": ["input_ids", "attention_mask"], "int8": int8_method}
+        | ({"int8_compute": int8_compute} if int8_method == "weight-only" else {})
         | ({"int8_calibration": calib_info} if calib_info else {}),
         "training": {k: cfg[k] for k in ("epochs", "batch_size", "lr", "seed", "max_length", "eval_every", "patience")}
         | {
