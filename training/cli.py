@@ -19,6 +19,7 @@ from pathlib import Path
 
 from monitor.cli.parsing import OneLineParser
 from training.data import DataError, Examples, load_examples
+from training.int8_choices import INT8_COMPUTE, INT8_METHODS
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("FINSENT_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -382,7 +383,7 @@ def _add_export_args(sp: argparse.ArgumentParser) -> None:
                     "task in any language of the run")  # fmt: skip
     sp.add_argument("--max-int8-prob-diff", type=float, default=0.25,
                     help="fail the export when an INT8 probability differs from torch by more than this")  # fmt: skip
-    sp.add_argument("--int8-method", choices=["dynamic-smooth", "weight-only", "dynamic"], default="dynamic-smooth",
+    sp.add_argument("--int8-method", choices=INT8_METHODS, default="dynamic-smooth",
                     help="dynamic-smooth (default, the shipped bundle's): dynamic INT8 after SmoothQuant scaling "
                     "calibrated on held-out texts, FFN down-projections in fp32 (see --int8-fp32-matmuls); "
                     "weight-only: 8-bit weights, fp32 activations (MatMulNBits; closest to fp32, smallest, no "
@@ -390,7 +391,7 @@ def _add_export_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--int8-fp32-matmuls", default=None,
                     help="dynamic-smooth only: regex of MatMul node names left in fp32 (default: BERT's FFN "
                     "down-projections, the hardest to quantise); '' quantises every weight MatMul")  # fmt: skip
-    sp.add_argument("--int8-compute", choices=["fp32", "int8"], default="fp32",
+    sp.add_argument("--int8-compute", choices=list(INT8_COMPUTE), default="fp32",
                     help="weight-only only: the kernels' arithmetic. fp32 (default) unpacks the 8-bit weights on "
                     "every call, slow at batch 1; int8 quantises activations in blocks of 32 and multiplies in "
                     "integers, several times faster on VNNI/AMX CPUs (the parity gate still applies)")  # fmt: skip

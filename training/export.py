@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.int8_choices import INT8_COMPUTE, INT8_METHODS
 from training.model import MultiTaskModel, encode
 from training.onnx_runner import OnnxRunner
 
@@ -74,9 +75,6 @@ def optimize_onnx(src: Path, dst: Path, num_heads: int, hidden: int) -> Path:
     return dst
 
 
-INT8_METHODS = ("weight-only", "dynamic", "dynamic-smooth")
-# Arithmetic of weight-only INT8's MatMulNBits kernels, as its `accuracy_level` (0: unset, fp32; 4: int8).
-INT8_COMPUTE = {"fp32": 0, "int8": 4}
 SMOOTH_ALPHA = 0.75  # lower values hurt agreement or broke the model (training/README.md, dynamic-smooth)
 # MatMuls that dynamic-smooth leaves in fp32: BERT's FFN down-projections (transformers' module path
 # `encoder.layer.N.output.dense`). Their input, the GELU output, is the hardest to quantise per tensor:

@@ -1,4 +1,5 @@
-"""SmoothQuant graph surgery before dynamic INT8, on a small hand-built ONNX graph with an outlier channel."""
+"""INT8 quantisation on small hand-built ONNX graphs: SmoothQuant surgery before dynamic INT8 (an outlier
+channel), and the arithmetic of weight-only INT8 kernels."""
 
 from __future__ import annotations
 
