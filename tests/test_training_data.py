@@ -231,6 +231,11 @@ def test_multilingual_recipe_and_toml_recipes(tmp_path: Path) -> None:
                              "tweets_topic_valid"]  # fmt: skip
     assert set(train["topic"].langs) == {"en", "zh"} and set(train["topic"].origins) == {"tweets_topic", "finnl"}
     assert valid["finnl_valid"].task == "topic" and valid["finnl_valid"].langs == ["zh", "zh"]
+    en = load_recipe("english")
+    en_train, en_valid = recipe_sets(en, _fake_datasets(tmp_path), seed=1)
+    assert sorted(en_valid) == ["sentfin_valid", "tweets_sentiment_valid", "tweets_topic_valid"]
+    assert {lang for ex in en_train.values() for lang in ex.langs} == {"en"}
+    assert set(en_train["sentiment"].origins) == {"tweets_sentiment", "sentfin"}
     f = tmp_path / "mine.toml"
     f.write_text('backbone = "x"\nmax_length = 32\n[train.sentiment]\nfinfe = 2.0\n[valid]\nsentiment = ["finfe"]\n')
     mine = load_recipe(str(f))
