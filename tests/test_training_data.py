@@ -236,6 +236,8 @@ def test_multilingual_recipe_and_toml_recipes(tmp_path: Path) -> None:
     assert sorted(en_valid) == ["sentfin_valid", "tweets_sentiment_valid", "tweets_topic_valid"]
     assert {lang for ex in en_train.values() for lang in ex.langs} == {"en"}
     assert set(en_train["sentiment"].origins) == {"tweets_sentiment", "sentfin"}
+    teacher = load_recipe("english-teacher")
+    assert teacher.tasks == ("sentiment",) and teacher.train["sentiment"] == en.train["sentiment"]
     f = tmp_path / "mine.toml"
     f.write_text('backbone = "x"\nmax_length = 32\n[train.sentiment]\nfinfe = 2.0\n[valid]\nsentiment = ["finfe"]\n')
     mine = load_recipe(str(f))

@@ -16,6 +16,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from monitor.cli.parsing import OneLineParser
 from training.data import DataError, Examples, load_examples
@@ -85,6 +86,17 @@ def _limit(ex: Examples, n: int | None, seed: int = 0) -> Examples:
     return ex
 
 
+def _distill_args(args: argparse.Namespace) -> dict[str, Any]:
+    if not 0.0 <= args.distill_alpha <= 1.0:
+        raise DataError(f"--distill-alpha must be between 0 and 1, got {args.distill_alpha}")
+    if args.distill_temperature <= 0:
+        raise DataError(f"--distill-temperature must be positive, got {args.distill_temperature}")
+    if args.teacher is None:
+        return {}
+    return {"teacher": str(Path(args.teacher).resolve()), "distill_alpha": args.distill_alpha,
+            "distill_temperature": args.distill_temperature}  # fmt: skip
+
+
 def _train_recipe(args: argparse.Namespace) -> int:
     """A multi-dataset recipe (training/sources.py): sources mixed per task, validation per dataset."""
     from training.sources import describe, load_recipe, recipe_sets
@@ -104,7 +116,7 @@ def _train_recipe(args: argparse.Namespace) -> int:
                       evals_per_epoch=args.evals_per_epoch or recipe.evals_per_epoch,
                       balanced_tasks=args.balanced_tasks, patience=args.patience, max_steps=args.max_steps,
                       threads=args.threads, random_init=args.random_init, recipe=recipe.name,
-                      layers=args.layers or recipe.layers)  # fmt: skip
+                      layers=args.layers or recipe.layers, **_distill_args(args))  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
     print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
     return 0
@@ -141,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch or 2,
                       balanced_tasks=args.balanced_tasks,
                       patience=args.patience, max_steps=args.max_steps, threads=args.threads,
-                      random_init=args.random_init, layers=args.layers)  # fmt: skip
+                      random_init=args.random_init, layers=args.layers, **_distill_args(args))  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
     print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
     return 0
@@ -366,7 +378,15 @@ def _add_train_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--recipe", default="default",
                     help="default: the twitter sets (--tasks, --*-train files); multilingual: tweets + SEntFiN + "
                     "FinFE sentiment, tweets + FinNL topic on e5-small-multilingual, validated per dataset and "
-                    "language (training/sources.py); or a recipe .toml file")  # fmt: skip
+                    "language; english: tweets + SEntFiN sentiment, tweets topic on MiniLM-L6; english-teacher: "
+                    "the same sentiment data on all-mpnet-base-v2 (training/sources.py); or a recipe .toml file")  # fmt: skip
+    sp.add_argument("--teacher", help="a finished run directory (e.g. of --recipe english-teacher) whose logits on "
+                    "every training row the student learns from as well as the labels, for each task the teacher "
+                    "was trained on; computed once and cached in the run directory")  # fmt: skip
+    sp.add_argument("--distill-alpha", type=float, default=0.5,
+                    help="with --teacher: weight of the teacher's soft targets (0: labels only, 1: teacher only)")  # fmt: skip
+    sp.add_argument("--distill-temperature", type=float, default=2.0,
+                    help="with --teacher: softmax temperature of both models in the soft term")  # fmt: skip
     sp.add_argument("--resume", action="store_true",
                     help="continue from the run dir's checkpoint.pt (written at every validation); without "
                     "--resume or --restart a checkpoint of the same run is continued anyway")  # fmt: skip

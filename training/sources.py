@@ -193,6 +193,17 @@ RECIPES: dict[str, Recipe] = {
         epochs=2.0,
         evals_per_epoch=3,
     ),
+    # A teacher for the English student (`--teacher`): all-mpnet-base-v2 (110M parameters, 12 layers
+    # 768 wide against MiniLM-L6's 6 x 384), sentiment only, where the student is furthest below its bars.
+    "english-teacher": Recipe(
+        name="english-teacher",
+        backbone="all-mpnet-base-v2",
+        train={"sentiment": (("tweets_sentiment", 1.0), ("sentfin", 1.5))},
+        valid={"sentiment": ("tweets_sentiment", "sentfin")},
+        max_length=64,
+        epochs=2.0,
+        evals_per_epoch=4,
+    ),
 }
 
 

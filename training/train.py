@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from training.data import TASK_LABELS, DataError, Examples
+from training.distill import distill_loss, teacher_digest, teacher_logits
 from training.metrics import classification_report
 from training.model import MultiTaskModel, build_model, encode
 
@@ -59,6 +60,9 @@ class TrainConfig:
     eval_limit: int | None = None
     recipe: str = "default"
     layers: int | None = None  # keep the encoder's bottom N layers (None: all)
+    teacher: str | None = None  # a finished run whose logits the student also learns from (training/distill.py)
+    distill_alpha: float = 0.5  # weight of the teacher's soft targets against the labels
+    distill_temperature: float = 2.0
 
 
 @dataclass
@@ -97,14 +101,19 @@ def _run_identity(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets:
     """What must be equal for a checkpoint to continue this run: the config and every row of data."""
     conf = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
     conf["tasks"] = list(cfg.tasks)
-    return {"config": conf, "train": {t: e.fingerprint() for t, e in train_sets.items()},
-            "valid": {n: e.fingerprint() for n, e in valid_sets.items()}}  # fmt: skip
+    identity: dict[str, Any] = {"config": conf, "train": {t: e.fingerprint() for t, e in train_sets.items()},
+                                "valid": {n: e.fingerprint() for n, e in valid_sets.items()}}  # fmt: skip
+    if cfg.teacher:  # the teacher's weights, not only its path: a retrained teacher is another run
+        identity["teacher"] = teacher_digest(Path(cfg.teacher))
+    return identity
 
 
 def _identity_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     diff = [k for k in sorted(set(saved["config"]) | set(now["config"]))
             if saved["config"].get(k) != now["config"].get(k)]  # fmt: skip
     diff += [f"{part} data" for part in ("train", "valid") if saved[part] != now[part]]
+    if saved.get("teacher") != now.get("teacher"):
+        diff.append("teacher weights")
     return diff
 
 
@@ -145,18 +154,26 @@ def plan_batches(train: dict[str, Examples], batch_size: int, rng: random.Random
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, tokenizer: object, texts: list[str], max_length: int, task: str,
-                  batch_size: int = 64) -> np.ndarray:  # fmt: skip
+def predict_logits(model: nn.Module, tokenizer: object, texts: list[str], max_length: int, task: str,
+                   batch_size: int = 64, progress: bool = False) -> np.ndarray:  # fmt: skip
+    """Texts sorted by length first, so each batch pads little."""
+    from tqdm import tqdm
+
     model.eval()
     idx = cast(MultiTaskModel, model).task_names.index(task)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), len(TASK_LABELS[task])), dtype=np.float32)
-    for i in range(0, len(order), batch_size):
+    for i in tqdm(range(0, len(order), batch_size), desc=task, unit="batch", disable=not progress):
         sel = order[i : i + batch_size]
         enc = encode(tokenizer, [texts[j] for j in sel], max_length)
-        logits = model(**enc)[idx]
-        out[sel] = torch.softmax(logits, dim=-1).numpy()
+        out[sel] = model(**enc)[idx].numpy()
     return out
+
+
+def predict_probs(model: nn.Module, tokenizer: object, texts: list[str], max_length: int, task: str,
+                  batch_size: int = 64) -> np.ndarray:  # fmt: skip
+    logits = torch.from_numpy(predict_logits(model, tokenizer, texts, max_length, task, batch_size))
+    return torch.softmax(logits, dim=-1).numpy()
 
 
 def _evaluate(model: nn.Module, tokenizer: object, valid: dict[str, Examples],
@@ -207,6 +224,7 @@ class _Run:
     ema: dict[str, float] = field(default_factory=dict)
     best_report: dict[str, Any] | None = None
     skip: int = 0  # batches of the current epoch's plan already trained (resume)
+    teacher: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> logits per training row
 
 
 def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[str, Examples], out: Path,
@@ -227,7 +245,11 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
     saved = _checkpoint_to_resume(out, identity, resume)
     if saved is not None and (finished := _finished_result(out, saved)) is not None:
         return finished
+    # Before _set_up seeds: building the teacher draws random numbers, so a run that finds the logits
+    # cached must not start from other RNG states than one that computes them.
+    soft = teacher_logits(Path(cfg.teacher), train_sets, out, identity["teacher"], progress) if cfg.teacher else {}
     run = _set_up(cfg, train_sets, out)
+    run.teacher = soft
     if saved is not None:
         _restore(run, saved)
         log.warning("resuming %s at step %d of %d", out, run.step, run.total)
@@ -337,7 +359,11 @@ def _train_step(run: _Run, cfg: TrainConfig, ex: Examples, task: str, idx: list[
     enc = encode(run.tokenizer, [ex.texts[i] for i in idx], cfg.max_length)
     y = torch.tensor([ex.labels[i] for i in idx])
     logits = run.model(**enc)[run.model.task_names.index(task)]
-    loss = run.losses[task](logits, y)
+    if task in run.teacher:
+        soft = run.teacher[task][idx]
+        loss = distill_loss(logits, y, soft, run.losses[task], cfg.distill_alpha, cfg.distill_temperature)
+    else:
+        loss = run.losses[task](logits, y)
     run.opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
