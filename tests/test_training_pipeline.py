@@ -20,21 +20,13 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from monitor.model.bundle import load_bundle
+from tests.tiny_labeled import write_labeled
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
 
 def _write_data(d: Path) -> dict[str, Path]:
-    topics = ["Earnings", "Macro", "IPO"]
-    sents = ["Bearish", "Bullish", "Neutral"]
-    rows_t = [(f"company {w} report number {i}", topics[i % 3]) for i, w in enumerate(["alpha", "beta", "gamma"] * 20)]
-    rows_s = [(f"stock {w} move {i}", sents[i % 3]) for i, w in enumerate(["up", "down", "flat"] * 20)]
-    out = {}
-    for name, rows in (("topic", rows_t), ("sentiment", rows_s)):
-        p = d / f"{name}.csv"
-        p.write_text("text,label\n" + "\n".join(f'"{t}",{y}' for t, y in rows) + "\n")
-        out[name] = p
-    return out
+    return write_labeled(d, repeat=20)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
