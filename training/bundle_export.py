@@ -344,7 +344,8 @@ def _manifest(meta: dict[str, Any], name: str, version: str | None, languages: l
             "seconds": meta["seconds"],
             "best_mean_macro_f1": meta["best_mean_macro_f1"],
             "history": meta.get("history", []),
-        },  # fmt: skip
+        }
+        | ({"distilled_from": meta["distilled_from"]} if "distilled_from" in meta else {}),  # fmt: skip
         "data_fingerprint": meta["data"],
         "parity": parity,
     }

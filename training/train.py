@@ -225,6 +225,7 @@ class _Run:
     best_report: dict[str, Any] | None = None
     skip: int = 0  # batches of the current epoch's plan already trained (resume)
     teacher: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> logits per training row
+    teacher_sha256: str | None = None
 
 
 def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[str, Examples], out: Path,
@@ -249,7 +250,7 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
     # cached must not start from other RNG states than one that computes them.
     soft = teacher_logits(Path(cfg.teacher), train_sets, out, identity["teacher"], progress) if cfg.teacher else {}
     run = _set_up(cfg, train_sets, out)
-    run.teacher = soft
+    run.teacher, run.teacher_sha256 = soft, identity.get("teacher")
     if saved is not None:
         _restore(run, saved)
         log.warning("resuming %s at step %d of %d", out, run.step, run.total)
@@ -426,6 +427,9 @@ def _write_train_json(run: _Run, cfg: TrainConfig, train_sets: dict[str, Example
             meta["data"][t]["rows_by_source"] = dict(
                 Counter(f"{o} ({g})" for o, g in zip(e.origins, e.langs, strict=True))
             )
+    if cfg.teacher:  # by its weights, not its path: the path is this machine's and says nothing of the model
+        meta["distilled_from"] = {"teacher_sha256": run.teacher_sha256, "alpha": cfg.distill_alpha,
+                                  "temperature": cfg.distill_temperature}  # fmt: skip
     if run.best_report is not None:
         meta["best_eval"] = run.best_report
     # Every validation set with its task, source and languages: export draws its calibration and
