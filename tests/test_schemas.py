@@ -16,7 +16,7 @@ from monitor.core import surge
 from monitor.core import validate as val
 from monitor.core import windows as win
 from monitor.core.entities import default_watchlist, extract_entities
-from monitor.core.records import RESERVED, scored_record, trend_event, trend_keys
+from monitor.core.records import RESERVED, scored_record, trend_event, trend_keys, trend_record
 from monitor.core.scores import TaskScore
 from monitor.model.bundle import SENTIMENT_LABELS
 from monitor.testing import TopicReader
@@ -48,15 +48,6 @@ def _scored(
                          event_ms=event_ms, event_time_source=source, scored_at_ms=NOW + 40, stream="finsent.news")  # fmt: skip
 
 
-def _trend(cw: win.ClosedWindow, dim: str, key: str, stats: surge.TrendStats) -> dict[str, Any]:
-    """The trends record as monitor/stream/aggregation.py close_key builds it."""
-    body = cw.to_dict()
-    body.update(dimension=dim, key=key, baseline_mean=stats.baseline_mean, baseline_std=stats.baseline_std,
-                zscore=stats.zscore)  # fmt: skip
-    body.pop("evidence", None)
-    return body
-
-
 def _run_key(dim: str, key: str, shares: list[float], n: int = 50) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Windows of `n` items at each negative share through windows.py and surge.advance: (trends, alerts)."""
     cfg_w, cfg_s = win.WindowConfig(size_ms=SIZE, allowed_lateness_ms=0), surge.SurgeConfig()
@@ -81,7 +72,7 @@ def _run_key(dim: str, key: str, shares: list[float], n: int = 50) -> tuple[list
                                               allowed_lateness_ms=0, cfg=cfg_s, now_ms=start + SIZE + 5, dimension=dim,
                                               key=key)  # fmt: skip
         for cw, stats, alert in evaluated:
-            trends.append(_trend(cw, dim, key, stats))
+            trends.append(trend_record(cw, dim, key, stats))
             if alert is not None:
                 alerts.append(alert.to_dict())
         alerts.extend(a.to_dict() for a in quiet)

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from monitor.core.scores import TaskScore, sentiment_score
+from monitor.core.surge import TrendStats
+from monitor.core.windows import ClosedWindow
 
 EVIDENCE_TEXT_CHARS = 280
 RESERVED = ("topic", "sentiment", "entities", "model", "stream", "event_time", "event_time_source", "scored_at",
@@ -100,3 +102,16 @@ def trend_event(record: Mapping[str, Any], dimension: str, key: str) -> dict[str
 
 def key_of(dimension: str, key: str) -> str:
     return f"{dimension}:{key}"
+
+
+def trend_record(window: ClosedWindow, dimension: str, key: str, stats: TrendStats) -> dict[str, Any]:
+    """One closed window of one key on the trends topic: counts, shares and the baseline it was judged by.
+
+    Rounded as the alert record is (shares 6 places, z-score 4), so a trend and the alert it raised
+    show the same numbers; the evidence stays with the alerts.
+    """
+    body = window.to_dict()
+    body.pop("evidence", None)
+    body.update(dimension=dimension, key=key, baseline_mean=round(stats.baseline_mean, 6),
+                baseline_std=round(stats.baseline_std, 6), zscore=round(stats.zscore, 4))  # fmt: skip
+    return body

@@ -36,7 +36,7 @@ from typing import Any
 
 from monitor.core import surge as surge_mod
 from monitor.core import windows as win
-from monitor.core.records import key_of
+from monitor.core.records import key_of, trend_record
 from monitor.stream.metrics import Metrics, SeriesOwners
 from monitor.stream.outbox import Outbox
 from monitor.stream.outputs import Outputs, now_ms
@@ -305,10 +305,7 @@ class AggregateStage:
         )  # fmt: skip
         trends = self.out.trends
         for cw, stats, alert in evaluated:
-            body = cw.to_dict()
-            body.update(dimension=dim, key=key, baseline_mean=stats.baseline_mean,
-                        baseline_std=stats.baseline_std, zscore=stats.zscore)  # fmt: skip
-            body.pop("evidence", None)
+            body = trend_record(cw, dim, key, stats)
             send = partial(self.out.send, trends, key=k.encode(), value=body, source=self.source(state.partition))
             await box.send(send, what=f"trend of {k}")
             state.gauges = window_gauges(cw, stats)
