@@ -119,6 +119,15 @@ def test_argument_errors_are_one_line(main: object, argv: list[str], line: str, 
     assert err.count("\n") == 1 and err.startswith(line), err
 
 
+def test_a_build_without_out_is_refused_unless_it_rebuilds_the_shipped_bundle(capsys: pytest.CaptureFixture) -> None:
+    for argv in (["build"], ["build", "--recipe", "multilingual"]):
+        assert train_cli.main(argv) == 2
+        assert capsys.readouterr().err == (
+            "finsent-train: error: build needs --out, except with --recipe english, which rebuilds the shipped "
+            "English bundle in models/finsent-minilm-l6\n"
+        )
+
+
 def test_bad_settings_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

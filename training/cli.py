@@ -196,8 +196,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+SHIPPED_RECIPE = "english"  # what models/finsent-minilm-l6 is built from
+SHIPPED_BUNDLE = REPO / "models" / "finsent-minilm-l6"
+
+
 def _default_name(recipe: str) -> str:
-    return "finsent-minilm-l6" if recipe == "default" else f"finsent-{Path(recipe).stem}"
+    return SHIPPED_BUNDLE.name if recipe in ("default", SHIPPED_RECIPE) else f"finsent-{Path(recipe).stem}"
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -210,9 +214,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     recipe = getattr(args, "recipe", "default")
     if args.out is None:
-        if recipe != "default":
-            raise DataError("build --recipe needs --out (the default path is the shipped English bundle)")
-        args.out = str(REPO / "models" / "finsent-minilm-l6")
+        if recipe != SHIPPED_RECIPE:  # anything else written there would replace the shipped bundle
+            raise DataError(f"build needs --out, except with --recipe {SHIPPED_RECIPE}, which rebuilds the shipped "
+                            f"English bundle in {SHIPPED_BUNDLE.relative_to(REPO)}")  # fmt: skip
+        args.out = str(SHIPPED_BUNDLE)
     run = Path(args.run or REPO / "runs" / ("build" if recipe == "default" else f"build-{Path(recipe).stem}"))
     started = time.monotonic()
     args.out_bundle = args.out
@@ -279,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune topic and sentiment classifiers, export them to ONNX (fp32 + INT8) with a parity "
         "check, evaluate them, and write the versioned model bundle the finsent worker loads.",
         epilog="examples:\n"
-        "  finsent-train build --out models/finsent-minilm-l6      # the shipped bundle, about 65 min on 2 cores\n"
+        "  finsent-train build --recipe english                   # the shipped English bundle, 25-45 min on 2 cores\n"
         "  finsent-train train --tasks sentiment --out runs/sent && finsent-train export runs/sent --out b/sent\n"
         "  finsent-train evaluate models/finsent-minilm-l6 news.jsonl --task sentiment --text-col headline\n"
         '  finsent-train predict models/finsent-minilm-l6 "Fed hikes rates again"\n'
@@ -319,7 +324,8 @@ def _add_build_command(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     _add_train_args(sp)
     _add_export_args(sp)
     sp.add_argument("--run", help="run directory (default runs/build, or runs/build-<recipe>); keeps checkpoint.pt")
-    sp.add_argument("--out", help="bundle directory (default models/finsent-minilm-l6; required with --recipe)")
+    sp.add_argument("--out", help="bundle directory (required, except with --recipe english: then "
+                    "models/finsent-minilm-l6, the shipped English bundle)")  # fmt: skip
     sp.set_defaults(func=cmd_build)
 
 
@@ -396,7 +402,8 @@ def _add_train_args(sp: argparse.ArgumentParser) -> None:
 def _add_export_args(sp: argparse.ArgumentParser) -> None:
     """Options of `export` (bundle name, version, INT8 method and its parity bounds), shared with `build`."""
     sp.add_argument("--news-eval", help="held-out news sentiment file (default: PhraseBank 75%% agreement)")
-    sp.add_argument("--name", help="bundle name in the manifest (default finsent-minilm-l6, or finsent-<recipe>)")
+    sp.add_argument("--name", help="bundle name in the manifest (default finsent-minilm-l6 for the english recipe "
+                    "and plain runs, else finsent-<recipe>)")  # fmt: skip
     sp.add_argument("--version", help="bundle version (default: UTC date and time)")
     sp.add_argument("--min-int8-agreement", type=float, default=0.99,
                     help="fail the export when INT8 agrees with torch/fp32 on fewer argmaxes than this, for any "

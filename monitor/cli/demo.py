@@ -213,7 +213,7 @@ def _check_inputs(args: argparse.Namespace, settings: Settings) -> tuple[list[Pa
     models = [Path(m) for m in args.model] if args.model else [Path(settings.model.path), *settings.model.extra]
     for model in models:
         if not (model / "manifest.json").is_file():
-            raise CliError(f"model bundle {model} not found (build one with: finsent-train build)")
+            raise CliError(f"model bundle {model} not found (build one with: finsent-train build --recipe english)")
     return models, key
 
 
