@@ -128,6 +128,18 @@ def test_a_build_without_out_is_refused_unless_it_rebuilds_the_shipped_bundle(ca
         )
 
 
+def test_export_quantises_as_the_recipe_says_unless_a_flag_says_otherwise() -> None:
+    from argparse import Namespace
+
+    none = Namespace(int8_method=None, int8_compute=None, int8_fp32_matmuls=None)
+    method, compute, fp32 = train_cli._int8_choice(none, "english")
+    assert (method, compute) == ("dynamic-smooth", "fp32") and fp32 is not None and "layer\\.0/" in fp32
+    assert train_cli._int8_choice(none, "default") == ("dynamic-smooth", "fp32", None)
+    assert train_cli._int8_choice(none, "mine-from-a-toml-file") == ("dynamic-smooth", "fp32", None)
+    flags = Namespace(int8_method="weight-only", int8_compute="int8", int8_fp32_matmuls="")
+    assert train_cli._int8_choice(flags, "english") == ("weight-only", "int8", "")
+
+
 def test_bad_settings_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -159,6 +159,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int8_choice(args: argparse.Namespace, recipe: str) -> tuple[str, str, str | None]:
+    """INT8 method, arithmetic and fp32 MatMuls: each flag when given, else the built-in recipe's choice,
+    else dynamic-smooth with the exporter's default fp32 MatMuls."""
+    from training.sources import RECIPES, Recipe
+
+    r = RECIPES.get(recipe)
+    default = Recipe(name="", backbone="", train={}, valid={}) if r is None else r
+    return (args.int8_method or default.int8_method, args.int8_compute or default.int8_compute,
+            default.int8_fp32_matmuls if args.int8_fp32_matmuls is None else args.int8_fp32_matmuls)  # fmt: skip
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from training.bundle_export import export_bundle
     from training.train import load_trained
@@ -172,9 +183,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     bounds = ParityBounds(int8_min_agreement=args.min_int8_agreement, int8_max_prob_diff=args.max_int8_prob_diff)
     name = args.name or _default_name(meta["config"].get("recipe", "default"))
+    method, compute, fp32_matmuls = _int8_choice(args, meta["config"].get("recipe", "default"))
     m = export_bundle(Path(args.run), Path(args.out), sets, name=name, version=args.version,
-                      keep_fp32=not args.int8_only, bounds=bounds, int8_method=args.int8_method,
-                      fp32_matmuls=args.int8_fp32_matmuls, int8_compute=args.int8_compute)  # fmt: skip
+                      keep_fp32=not args.int8_only, bounds=bounds, int8_method=method,
+                      fp32_matmuls=fp32_matmuls, int8_compute=compute)  # fmt: skip
     print(f"bundle {args.out} version {m['version']} languages {', '.join(m['languages'])} ({', '.join(m['files'])})")
     for name, r in m["metrics"]["int8"].items():
         agree = m["metrics"]["int8_vs_fp32"][name]
@@ -410,16 +422,19 @@ def _add_export_args(sp: argparse.ArgumentParser) -> None:
                     "task in any language of the run")  # fmt: skip
     sp.add_argument("--max-int8-prob-diff", type=float, default=0.25,
                     help="fail the export when an INT8 probability differs from torch by more than this")  # fmt: skip
-    sp.add_argument("--int8-method", choices=INT8_METHODS, default="dynamic-smooth",
-                    help="dynamic-smooth (default, the shipped bundle's): dynamic INT8 after SmoothQuant scaling "
+    sp.add_argument("--int8-method", choices=INT8_METHODS, default=None,
+                    help="default: the built-in recipe's choice, else dynamic-smooth. "
+                    "dynamic-smooth: dynamic INT8 after SmoothQuant scaling "
                     "calibrated on held-out texts, FFN down-projections in fp32 (see --int8-fp32-matmuls); "
                     "weight-only: 8-bit weights, fp32 activations (MatMulNBits; closest to fp32, smallest, no "
                     "faster than fp32); dynamic: plain dynamic INT8 (fastest on VNNI/AMX CPUs, ~97%% agreement)")  # fmt: skip
     sp.add_argument("--int8-fp32-matmuls", default=None,
-                    help="dynamic-smooth only: regex of MatMul node names left in fp32 (default: BERT's FFN "
-                    "down-projections, the hardest to quantise); '' quantises every weight MatMul")  # fmt: skip
-    sp.add_argument("--int8-compute", choices=list(INT8_COMPUTE), default="fp32",
-                    help="weight-only only: the kernels' arithmetic. fp32 (default) unpacks the 8-bit weights on "
+                    help="dynamic-smooth only: regex of MatMul node names left in fp32 (default: the built-in "
+                    "recipe's choice, else BERT's FFN down-projections, the hardest to quantise); '' quantises "
+                    "every weight MatMul")  # fmt: skip
+    sp.add_argument("--int8-compute", choices=list(INT8_COMPUTE), default=None,
+                    help="weight-only only (default: the built-in recipe's choice, else fp32): the kernels' "
+                    "arithmetic. fp32 unpacks the 8-bit weights on "
                     "every call, slow at batch 1; int8 quantises activations in blocks of 32 and multiplies in "
                     "integers, several times faster on VNNI/AMX CPUs (the parity gate still applies)")  # fmt: skip
 
