@@ -148,13 +148,14 @@ def test_multilingual_build_one_command_resumable(tmp_path: Path) -> None:
     m = json.loads((bundle / "manifest.json").read_text())
     assert m["languages"] == ["en", "zh"] and m["name"] == "finsent-multilingual" and "model.onnx" not in m["files"]
     assert m["training"]["recipe"] == "multilingual"
+    assert m["onnx"]["int8"] == "weight-only" and m["onnx"]["int8_compute"] == "fp32"  # the recipe's choice
     assert load_bundle(bundle).languages == ("en", "zh")
     # Same command, stricter gate: training is not redone, the per-language gate fails, the bundle stays.
     r = subprocess.run([*argv, "--min-int8-agreement", "1.0", "--max-int8-prob-diff", "1e-9"],
                        capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
     assert r.returncode == 2 and "training already finished at step 4" in r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("finsent-train: error: ONNX INT8 (dynamic-smooth) parity failed for") and "/zh" in last
+    assert last.startswith("finsent-train: error: ONNX INT8 (weight-only) parity failed for") and "/zh" in last
     assert json.loads((bundle / "manifest.json").read_text())["version"] == "t1"
     # A recipe build without --out would replace the shipped English bundle: refused.
     r = subprocess.run(argv[: argv.index("--out")], capture_output=True, text=True, timeout=600, env=env)

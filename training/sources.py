@@ -187,6 +187,8 @@ RECIPES: dict[str, Recipe] = {
         layers=6,
         epochs=2.0,
         evals_per_epoch=4,
+        # dynamic-smooth failed the per-language gate on topic/en (98.86 %); weight-only passes (99.32 %).
+        int8_method="weight-only",
     ),
     # The shipped English bundle: MiniLM-L6 on the tweets of the default recipe plus the SEntFiN
     # headlines (1.5x, as above), so it reads news as well as tweets at about the same cost per item.
