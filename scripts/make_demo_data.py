@@ -120,6 +120,11 @@ an injected surge; the model never sees the labels. A company surge
 as they are, and negative rows with an `entity` with that company's name in
 place of the entity, so every injected item is a real negative headline
 about one company.
+
+Both English files are drawn from training splits that the shipped English
+bundle was trained on (the tweets and the SEntFiN headlines). The demo shows
+the pipeline at work, not how well the model reads text it has never seen:
+that is measured on validation sets (`models/*/eval.md`, training/README.md).
 """
 
 # Written for the demo, not sampled (no Chinese data set here may be redistributed): kept as written.
