@@ -225,7 +225,6 @@ class _Run:
     best_report: dict[str, Any] | None = None
     skip: int = 0  # batches of the current epoch's plan already trained (resume)
     teacher: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> logits per training row
-    teacher_sha256: str | None = None
 
 
 def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[str, Examples], out: Path,
@@ -250,7 +249,7 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
     # cached must not start from other RNG states than one that computes them.
     soft = teacher_logits(Path(cfg.teacher), train_sets, out, identity["teacher"], progress) if cfg.teacher else {}
     run = _set_up(cfg, train_sets, out)
-    run.teacher, run.teacher_sha256 = soft, identity.get("teacher")
+    run.teacher = soft
     if saved is not None:
         _restore(run, saved)
         log.warning("resuming %s at step %d of %d", out, run.step, run.total)
@@ -276,7 +275,7 @@ def train(cfg: TrainConfig, train_sets: dict[str, Examples], valid_sets: dict[st
         run.skip = 0
     bar.close()
     run.tokenizer.save_pretrained(str(out / "tokenizer"))  # type: ignore[attr-defined]
-    _write_train_json(run, cfg, train_sets, valid_sets)
+    _write_train_json(run, cfg, train_sets, valid_sets, identity.get("teacher"))
     return TrainResult(out / "best.pt", run.best, run.step, time.monotonic() - run.started, run.history)
 
 
@@ -414,7 +413,7 @@ def _checkpoint_state(run: _Run, identity: dict[str, Any], plan_state: object, e
 
 
 def _write_train_json(run: _Run, cfg: TrainConfig, train_sets: dict[str, Examples],
-                      valid_sets: dict[str, Examples]) -> None:  # fmt: skip
+                      valid_sets: dict[str, Examples], teacher_sha256: str | None) -> None:  # fmt: skip
     """train.json: config, history, best score and the data trained and validated on."""
     meta: dict[str, Any] = {
         "config": {**asdict(cfg), "tasks": list(cfg.tasks)}, "history": run.history, "best_mean_macro_f1": run.best,
@@ -428,7 +427,7 @@ def _write_train_json(run: _Run, cfg: TrainConfig, train_sets: dict[str, Example
                 Counter(f"{o} ({g})" for o, g in zip(e.origins, e.langs, strict=True))
             )
     if cfg.teacher:  # by its weights, not its path: the path is this machine's and says nothing of the model
-        meta["distilled_from"] = {"teacher_sha256": run.teacher_sha256, "alpha": cfg.distill_alpha,
+        meta["distilled_from"] = {"teacher_sha256": teacher_sha256, "alpha": cfg.distill_alpha,
                                   "temperature": cfg.distill_temperature}  # fmt: skip
     if run.best_report is not None:
         meta["best_eval"] = run.best_report
