@@ -175,15 +175,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from training.train import load_trained
 
     _, _, meta = load_trained(Path(args.run))
-    if meta["config"].get("recipe", "default") != "default":
+    recipe = meta["config"].get("recipe", "default")
+    if recipe != "default":
         sets = recipe_eval_sets(args, meta)
     else:
         sets = {k: _limit(v, args.limit) for k, v in eval_sets(args, meta["config"]["tasks"]).items()}
     from training.export import ParityBounds
 
     bounds = ParityBounds(int8_min_agreement=args.min_int8_agreement, int8_max_prob_diff=args.max_int8_prob_diff)
-    name = args.name or _default_name(meta["config"].get("recipe", "default"))
-    method, compute, fp32_matmuls = _int8_choice(args, meta["config"].get("recipe", "default"))
+    name = args.name or _default_name(recipe)
+    method, compute, fp32_matmuls = _int8_choice(args, recipe)
     m = export_bundle(Path(args.run), Path(args.out), sets, name=name, version=args.version,
                       keep_fp32=not args.int8_only, bounds=bounds, int8_method=method,
                       fp32_matmuls=fp32_matmuls, int8_compute=compute)  # fmt: skip
