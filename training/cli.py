@@ -116,7 +116,7 @@ def _train_recipe(args: argparse.Namespace) -> int:
                       evals_per_epoch=args.evals_per_epoch or recipe.evals_per_epoch,
                       balanced_tasks=args.balanced_tasks, patience=args.patience, max_steps=args.max_steps,
                       threads=args.threads, random_init=args.random_init, recipe=recipe.name,
-                      layers=args.layers or recipe.layers, **_distill_args(args))  # fmt: skip
+                      layers=args.layers or recipe.layers, device=args.device, **_distill_args(args))  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
     print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
     return 0
@@ -153,7 +153,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch or 2,
                       balanced_tasks=args.balanced_tasks,
                       patience=args.patience, max_steps=args.max_steps, threads=args.threads,
-                      random_init=args.random_init, layers=args.layers, **_distill_args(args))  # fmt: skip
+                      random_init=args.random_init, layers=args.layers, device=args.device,
+                      **_distill_args(args))  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
     print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
     return 0
@@ -387,6 +388,9 @@ def _add_train_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--patience", type=int, default=3, help="stop after this many validations without gain")
     sp.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="train on the CPU (default) or a CUDA GPU; export and evaluation always run on the CPU. "
+                    "A GPU run is the same recipe, not bitwise the CPU run, and either may resume the other")  # fmt: skip
     sp.add_argument("--layers", type=int,
                     help="keep only the encoder's bottom N layers (default: all, or the recipe's); serving cost "
                     "per item scales with depth")  # fmt: skip
