@@ -135,7 +135,7 @@ def test_export_quantises_as_the_recipe_says_unless_a_flag_says_otherwise() -> N
     method, compute, fp32 = train_cli._int8_choice(none, "english")
     assert (method, compute) == ("dynamic-smooth", "fp32") and fp32 is not None and "layer\\.0/" in fp32
     assert train_cli._int8_choice(none, "default") == ("dynamic-smooth", "fp32", None)
-    assert train_cli._int8_choice(none, "multilingual") == ("weight-only", "fp32", None)
+    assert train_cli._int8_choice(none, "multilingual") == ("weight-only", "int8", None)
     assert train_cli._int8_choice(none, "mine-from-a-toml-file") == ("dynamic-smooth", "fp32", None)
     flags = Namespace(int8_method="weight-only", int8_compute="int8", int8_fp32_matmuls="")
     assert train_cli._int8_choice(flags, "english") == ("weight-only", "int8", "")

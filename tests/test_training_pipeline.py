@@ -148,7 +148,8 @@ def test_multilingual_build_one_command_resumable(tmp_path: Path) -> None:
     m = json.loads((bundle / "manifest.json").read_text())
     assert m["languages"] == ["en", "zh"] and m["name"] == "finsent-multilingual" and "model.onnx" not in m["files"]
     assert m["training"]["recipe"] == "multilingual"
-    assert m["onnx"]["int8"] == "weight-only" and m["onnx"]["int8_compute"] == "fp32"  # the recipe's choice
+    assert m["onnx"]["int8"] == "weight-only" and m["onnx"]["int8_compute"] == "int8"  # the recipe's choice
+    assert m["training"]["device"] == "cpu"
     assert load_bundle(bundle).languages == ("en", "zh")
     # Same command, stricter gate: training is not redone, the per-language gate fails, the bundle stays.
     r = subprocess.run([*argv, "--min-int8-agreement", "1.0", "--max-int8-prob-diff", "1e-9"],

@@ -340,6 +340,7 @@ def _manifest(meta: dict[str, Any], name: str, version: str | None, languages: l
         "training": {k: cfg[k] for k in ("epochs", "batch_size", "lr", "seed", "max_length", "eval_every", "patience")}
         | {
             "recipe": cfg.get("recipe", "default"),
+            "device": cfg.get("device", "cpu"),  # "seconds" below means little without it
             "steps": meta["steps"],
             "seconds": meta["seconds"],
             "best_mean_macro_f1": meta["best_mean_macro_f1"],
