@@ -142,7 +142,7 @@ def test_flat_baseline_uses_the_std_floor() -> None:
 
 def test_small_windows_move_the_baseline_less() -> None:
     base = new_state(CFG)
-    base.update(n=10, mean=0.1, var=0.0025)
+    base.update(n=10, items=10_000, mean=0.1, var=0.0025)
     small, _, _ = evaluate(dict(base), W(0, 2, 0.2), CFG, 0)
     large, _, _ = evaluate(dict(base), W(0, 200, 0.2), CFG, 0)
     assert 0.1 < small["mean"] < large["mean"]
@@ -301,3 +301,30 @@ def test_an_outlier_too_thin_to_fire_does_not_widen_the_baseline() -> None:
     assert st["var"] <= before["var"] + CFG.alpha * 16 / 20 * (2 * stats.baseline_std) ** 2
     _st, _stats, alert = evaluate(st, W(21_000, 60, 0.75), CFG, 0)
     assert alert is not None and alert.state == "firing"
+
+
+def test_a_young_keys_far_out_window_teaches_the_baseline_at_the_volume_rate_only() -> None:
+    """The running mean of a young key is for escaping the prior on ordinary windows; a window already
+    far above the baseline (z >= resolve_k: a surge's first, partial window) must not take a third of it."""
+    base = new_state(CFG)
+    base.update(n=6, items=17, mean=0.29, var=0.0)
+    calm, stats, _ = evaluate(dict(base), W(0, 12, 0.3), CFG, 0)
+    assert stats.zscore < CFG.resolve_k and calm["mean"] > 0.29 + 0.3 * 0.001  # running-mean weight 12/49
+    assert math.isclose(calm["mean"] - 0.29, 12 / (17 + 12 + 20) * 0.01)
+    far, stats, _ = evaluate(dict(base), W(0, 12, 0.67), CFG, 0)
+    assert stats.zscore >= CFG.resolve_k
+    assert math.isclose(far["mean"] - 0.29, CFG.alpha * 12 / 20 * (0.67 - 0.29))
+
+
+def test_a_sparse_companys_surge_fires_though_its_history_is_a_few_items() -> None:
+    """A company named by 1-5 items a window, then a surge at 80 % negative (the demo's BYD surge, window by
+    window as a demo run saw it). Its few history items must not make its spread wide (one negative item in
+    a 1-item window once counted as much as a full window), nor may the surge's partial first window move
+    its baseline halfway up: either hid this surge (z 2.3, then 3.3 against k 3.5)."""
+    cfg = SurgeConfig(warmup_windows=3, min_volume=8, cooldown_ms=60_000)
+    seq = [(0, 1), (1, 4), (1, 4), (1, 1), (2, 3), (1, 4), (8, 12), (43, 53), (38, 48), (37, 50)]
+    st, fired = None, []
+    for i, (neg, n) in enumerate(seq):
+        st, _, alert = evaluate(st, W(i * 10_000, n, neg / n), cfg, 0)
+        fired += [i] if alert and alert.state == "firing" else []
+    assert fired == [7]
