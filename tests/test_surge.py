@@ -320,7 +320,7 @@ def test_a_sparse_companys_surge_fires_though_its_history_is_a_few_items() -> No
     """A company named by 1-5 items a window, then a surge at 80 % negative (the demo's BYD surge, window by
     window as a demo run saw it). Its few history items must not make its spread wide (one negative item in
     a 1-item window once counted as much as a full window), nor may the surge's partial first window move
-    its baseline halfway up: either hid this surge (z 2.3, then 3.3 against k 3.5)."""
+    its baseline a third of the way up: either hid this surge (z 2.3, then 3.3 against k 3.5)."""
     cfg = SurgeConfig(warmup_windows=3, min_volume=8, cooldown_ms=60_000)
     seq = [(0, 1), (1, 4), (1, 4), (1, 1), (2, 3), (1, 4), (8, 12), (43, 53), (38, 48), (37, 50)]
     st, fired = None, []

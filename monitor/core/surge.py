@@ -248,11 +248,11 @@ def _binomial(mean: float, count: int) -> float:
 
 
 def _update_baseline(st: dict[str, Any], share: float, count: int, cfg: SurgeConfig, stats: TrendStats) -> None:
-    var_weight = cfg.alpha * min(1.0, count / max(cfg.min_volume, 1))
+    volume_weight = cfg.alpha * min(1.0, count / max(cfg.min_volume, 1))
     # A running mean while the key is young, for the mean only and only on windows near the baseline
     # (module doc); state from before "items" existed is not young.
     seen = int(st.get("items", 1 << 30))
-    weight = var_weight
+    weight = volume_weight
     if stats.zscore < cfg.resolve_k:
         weight = max(weight, count / (seen + count + max(cfg.min_volume, 1)))
     st["items"] = min(seen + count, 1 << 30)
@@ -263,12 +263,12 @@ def _update_baseline(st: dict[str, Any], share: float, count: int, cfg: SurgeCon
         diff_var = max(-VAR_CLIP * sd, min(VAR_CLIP * sd, diff))
     else:
         diff_mean = diff_var = diff
-    noise = var_weight * _binomial(st["mean"], count) if cfg.count_aware_std else 0.0
+    noise = volume_weight * _binomial(st["mean"], count) if cfg.count_aware_std else 0.0
     st["mean"] += weight * diff_mean
     # West's EW variance; minus the window's binomial part when only the excess is tracked. The
     # excess may go below 0 here and is clipped where it is used (_stats): clipping the running
     # value instead would bias it upwards, by a lot for a sparse key's 0-or-1 shares.
-    st["var"] = (1 - var_weight) * (st["var"] + var_weight * diff_var * diff_var) - noise
+    st["var"] = (1 - volume_weight) * (st["var"] + volume_weight * diff_var * diff_var) - noise
     st["n"] += 1
 
 
