@@ -141,6 +141,29 @@ def test_export_quantises_as_the_recipe_says_unless_a_flag_says_otherwise() -> N
     assert train_cli._int8_choice(flags, "english") == ("weight-only", "int8", "")
 
 
+def test_export_quantises_a_toml_recipe_run_as_its_recorded_recipe_says(tmp_path: Path) -> None:
+    """A .toml recipe's INT8 choice travels with the run (recipe.json), since export only knows its name."""
+    import dataclasses
+    from argparse import Namespace
+
+    from training.sources import load_recipe
+
+    f = tmp_path / "zh.toml"
+    f.write_text('backbone = "x"\nint8_method = "weight-only"\nint8_compute = "int8"\n'
+                 '[train.sentiment]\nfinfe = 1.0\n')  # fmt: skip
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / train_cli.RECIPE_FILE).write_text(json.dumps(dataclasses.asdict(load_recipe(str(f)))))
+    none = Namespace(int8_method=None, int8_compute=None, int8_fp32_matmuls=None)
+    assert train_cli._int8_choice(none, "zh", run) == ("weight-only", "int8", None)
+    assert train_cli._int8_choice(none, "zh", tmp_path) == ("dynamic-smooth", "fp32", None)  # no record
+    flags = Namespace(int8_method="dynamic", int8_compute=None, int8_fp32_matmuls=None)
+    assert train_cli._int8_choice(flags, "zh", run) == ("dynamic", "int8", None)
+    (run / train_cli.RECIPE_FILE).write_text("{")
+    with pytest.raises(train_cli.DataError, match=r"recipe\.json cannot be read"):
+        train_cli._int8_choice(none, "zh", run)
+
+
 def test_bad_settings_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -120,6 +120,9 @@ def test_multilingual_recipe_smoke(tmp_path: Path) -> None:
     assert meta["best_eval"]["languages"]["sentiment_en"]["n"] == 4  # tweets 2 + SEntFiN 2, pooled
     assert "lang_topic_zh_macro_f1" in meta["history"][-1]
     assert meta["data"]["topic"]["rows_by_source"]["finnl (zh)"] == 9  # 6 mapped rows x 1.5
+    recorded = json.loads((run / "recipe.json").read_text())  # what export quantises by
+    assert recorded["name"] == "multilingual" and recorded["int8_method"] == "weight-only"
+    assert recorded["train"]["topic"] == [["tweets_topic", 1.0], ["finnl", 1.5]]
     r = subprocess.run(
         [sys.executable, "-m", "training.cli", "train", "--recipe", "multilingual", "--topic-train", "x.csv",
          "--out", str(run)], capture_output=True, text=True, timeout=600, env=env,

