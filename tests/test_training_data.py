@@ -243,9 +243,10 @@ def test_multilingual_recipe_and_toml_recipes(tmp_path: Path) -> None:
     mine = load_recipe(str(f))
     assert mine.name == "mine" and mine.train == {"sentiment": (("finfe", 2.0),)} and mine.max_length == 32
     assert (mine.int8_method, mine.int8_compute, mine.int8_fp32_matmuls) == ("dynamic-smooth", "fp32", None)
+    assert mine.patience == 3
     f.write_text('backbone = "x"\nint8_method = "dynamic-smooth"\nint8_fp32_matmuls = "layer\\\\.0/"\n'
-                 '[train.sentiment]\nfinfe = 1.0\n')  # fmt: skip
-    assert load_recipe(str(f)).int8_fp32_matmuls == "layer\\.0/"
+                 'patience = 8\n[train.sentiment]\nfinfe = 1.0\n')  # fmt: skip
+    assert load_recipe(str(f)).int8_fp32_matmuls == "layer\\.0/" and load_recipe(str(f)).patience == 8
     for body, msg in [('backbone = "x"\n[train.topic]\nfinfe = 1.0\n', "not a topic source"),
                       ('backbone = "x"\nint8_method = "int4"\n[train.sentiment]\nfinfe = 1.0\n',
                        "unknown int8_method 'int4'"),

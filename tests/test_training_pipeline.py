@@ -114,6 +114,7 @@ def test_multilingual_recipe_smoke(tmp_path: Path) -> None:
     assert "finnl (zh)" in r.stdout and "sentfin (en)" in r.stdout
     meta = json.loads((run / "train.json").read_text())
     assert meta["config"]["recipe"] == "multilingual" and meta["config"]["max_length"] == 96
+    assert meta["config"]["patience"] == 3  # the recipe's: no --patience given
     assert set(meta["best_eval"]["datasets"]) == {"tweets_sentiment_valid", "sentfin_valid", "finfe_valid",
                                                  "tweets_topic_valid", "finnl_valid"}  # fmt: skip
     assert set(meta["best_eval"]["languages"]) == {"sentiment_en", "sentiment_zh", "topic_en", "topic_zh"}

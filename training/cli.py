@@ -116,7 +116,8 @@ def _train_recipe(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or recipe.max_length,
                       seed=args.seed, eval_every=args.eval_every,
                       evals_per_epoch=args.evals_per_epoch or recipe.evals_per_epoch,
-                      balanced_tasks=args.balanced_tasks, patience=args.patience, max_steps=args.max_steps,
+                      balanced_tasks=args.balanced_tasks, max_steps=args.max_steps,
+                      patience=args.patience if args.patience is not None else recipe.patience,
                       threads=args.threads, random_init=args.random_init, recipe=recipe.name,
                       layers=args.layers or recipe.layers, device=args.device, **_distill_args(args))  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
@@ -156,7 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or 64, seed=args.seed,
                       eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch or 2,
                       balanced_tasks=args.balanced_tasks,
-                      patience=args.patience, max_steps=args.max_steps, threads=args.threads,
+                      patience=args.patience if args.patience is not None else 3,
+                      max_steps=args.max_steps, threads=args.threads,
                       random_init=args.random_init, layers=args.layers, device=args.device,
                       **_distill_args(args))  # fmt: skip
     res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
@@ -397,7 +399,8 @@ def _add_train_args(sp: argparse.ArgumentParser) -> None:
                     help="steps between validations (0: --evals-per-epoch times per epoch)")  # fmt: skip
     sp.add_argument("--evals-per-epoch", type=int,
                     help="validations per epoch (early stopping; default 2, or the recipe's)")  # fmt: skip
-    sp.add_argument("--patience", type=int, default=3, help="stop after this many validations without gain")
+    sp.add_argument("--patience", type=int, default=None,
+                    help="stop after this many validations without gain (default 3, or the recipe's)")  # fmt: skip
     sp.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu",

@@ -143,6 +143,7 @@ class Recipe:
     layers: int | None = None  # keep the backbone's bottom N layers
     epochs: float = 3.0
     evals_per_epoch: int = 2
+    patience: int = 3  # validations without gain before training stops early
     # How export quantises this recipe's runs unless --int8-method / --int8-compute say otherwise:
     # which method passes the parity gate depends on the trained weights, so the recipe that ships
     # a bundle also names the method its bundle was shipped with.
@@ -242,7 +243,7 @@ def load_recipe(name_or_path: str) -> Recipe:
     [valid]
     sentiment = ["tweets_sentiment", "finfe"]
 
-    Optional: `layers`, `epochs`, `evals_per_epoch`, and how export quantises the run's bundle
+    Optional: `layers`, `epochs`, `evals_per_epoch`, `patience`, and how export quantises the run's bundle
     (`int8_method`, `int8_compute`, `int8_fp32_matmuls`, as the export flags of the same names).
     """
     if name_or_path in RECIPES:
@@ -262,6 +263,7 @@ def load_recipe(name_or_path: str) -> Recipe:
                 layers=int(raw["layers"]) if "layers" in raw else None,
                 epochs=float(raw.get("epochs", 3.0)),
                 evals_per_epoch=int(raw.get("evals_per_epoch", 2)),
+                patience=int(raw.get("patience", 3)),
                 int8_method=str(raw.get("int8_method", "dynamic-smooth")),
                 int8_compute=str(raw.get("int8_compute", "fp32")),
                 int8_fp32_matmuls=str(raw["int8_fp32_matmuls"]) if "int8_fp32_matmuls" in raw else None,
