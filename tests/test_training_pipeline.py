@@ -161,6 +161,7 @@ def test_multilingual_build_one_command_resumable(tmp_path: Path) -> None:
     assert r.returncode == 2 and "training already finished at step 4" in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("finsent-train: error: ONNX INT8 (weight-only) parity failed for") and "/zh" in last
+    assert "try --int8-compute fp32" in last  # the hint names a knob of the method in use
     assert json.loads((bundle / "manifest.json").read_text())["version"] == "t1"
     # A recipe build without --out would replace the shipped English bundle: refused.
     r = subprocess.run(argv[: argv.index("--out")], capture_output=True, text=True, timeout=600, env=env)
