@@ -443,17 +443,17 @@ def _add_export_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--max-int8-prob-diff", type=float, default=0.25,
                     help="fail the export when an INT8 probability differs from torch by more than this")  # fmt: skip
     sp.add_argument("--int8-method", choices=INT8_METHODS, default=None,
-                    help="default: the built-in recipe's choice, else dynamic-smooth. "
+                    help="default: the recipe's choice (the run's recipe.json), else dynamic-smooth. "
                     "dynamic-smooth: dynamic INT8 after SmoothQuant scaling "
                     "calibrated on held-out texts, FFN down-projections in fp32 (see --int8-fp32-matmuls); "
                     "weight-only: 8-bit weights, fp32 activations (MatMulNBits; closest to fp32, smallest, no "
                     "faster than fp32); dynamic: plain dynamic INT8 (fastest on VNNI/AMX CPUs, ~97%% agreement)")  # fmt: skip
     sp.add_argument("--int8-fp32-matmuls", default=None,
-                    help="dynamic-smooth only: regex of MatMul node names left in fp32 (default: the built-in "
+                    help="dynamic-smooth only: regex of MatMul node names left in fp32 (default: the "
                     "recipe's choice, else BERT's FFN down-projections, the hardest to quantise); '' quantises "
                     "every weight MatMul")  # fmt: skip
     sp.add_argument("--int8-compute", choices=list(INT8_COMPUTE), default=None,
-                    help="weight-only only (default: the built-in recipe's choice, else fp32): the kernels' "
+                    help="weight-only only (default: the recipe's choice, else fp32): the kernels' "
                     "arithmetic. fp32 unpacks the 8-bit weights on "
                     "every call, slow at batch 1; int8 quantises activations in blocks of 32 and multiplies in "
                     "integers, several times faster on VNNI/AMX CPUs (the parity gate still applies)")  # fmt: skip
