@@ -222,13 +222,14 @@ def export_bundle(
                                                   fp32_matmuls, int8_compute, timings)  # fmt: skip
     with _timed(timings, "parity"):
         parity = _parity(model, tokenizer, stage, fp32, int8, texts, text_langs, max_length, bounds)
-    _gate_parity(stage, parity, bounds, int8_method, int8_compute)
+    hint = int8_hint(int8_method, int8_compute)
+    _gate_parity(stage, parity, bounds, int8_method, hint)
     manifest = _manifest(meta, name, version, languages, list(model.task_names), int8_method, int8_compute,
                          calib_info, parity)  # fmt: skip
     write_manifest(stage, manifest)
     with _timed(timings, "evaluate"):
         manifest["metrics"] = _evaluate_stage(stage, eval_sets, f"{name} {manifest['version']}", parity)
-    _gate_int8_agreement(manifest["metrics"]["int8_vs_fp32"], bounds, int8_hint(int8_method, int8_compute))
+    _gate_int8_agreement(manifest["metrics"]["int8_vs_fp32"], bounds, hint)
     if not keep_fp32:
         (stage / "model.onnx").unlink()
     manifest["export_seconds"] = round(time.monotonic() - started, 1)
@@ -312,8 +313,7 @@ def _parity(model: MultiTaskModel, tokenizer: Any, stage: Path, fp32: Path, int8
                                                  "fp32_vs_int8": (p32, p8)}.items()}}  # fmt: skip
 
 
-def _gate_parity(stage: Path, parity: dict[str, Any], bounds: ParityBounds, int8_method: str,
-                 int8_compute: str) -> None:  # fmt: skip
+def _gate_parity(stage: Path, parity: dict[str, Any], bounds: ParityBounds, int8_method: str, hint: str) -> None:
     """Raise ParityError when fp32 or INT8 drifts from torch for any task in any language."""
     # Kept in the staging directory when a gate fails, for a look at every task and language.
     (stage / "parity.json").write_text(json.dumps(parity, indent=2))
@@ -322,7 +322,7 @@ def _gate_parity(stage: Path, parity: dict[str, Any], bounds: ParityBounds, int8
     check_parity_by_language(by_lang["torch_vs_fp32"], bounds.fp32_min_agreement, bounds.fp32_max_prob_diff,
                              "ONNX fp32", detail)  # fmt: skip
     check_parity_by_language(by_lang["torch_vs_int8"], bounds.int8_min_agreement, bounds.int8_max_prob_diff,
-                             f"ONNX INT8 ({int8_method})", f"{int8_hint(int8_method, int8_compute)} {detail}")  # fmt: skip
+                             f"ONNX INT8 ({int8_method})", f"{hint} {detail}")  # fmt: skip
     # Pooled over languages too (implied by the per-language gate; kept for the report's headline).
     check_parity(parity["torch_vs_fp32"], bounds.fp32_min_agreement, bounds.fp32_max_prob_diff, "ONNX fp32")
     check_parity(parity["torch_vs_int8"], bounds.int8_min_agreement, bounds.int8_max_prob_diff, "ONNX INT8")

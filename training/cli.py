@@ -157,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or 64, seed=args.seed,
                       eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch or 2,
                       balanced_tasks=args.balanced_tasks,
-                      patience=args.patience if args.patience is not None else 3,
+                      patience=args.patience if args.patience is not None else TrainConfig.patience,
                       max_steps=args.max_steps, threads=args.threads,
                       random_init=args.random_init, layers=args.layers, device=args.device,
                       **_distill_args(args))  # fmt: skip

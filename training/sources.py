@@ -23,8 +23,10 @@ from __future__ import annotations
 import random
 import tomllib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from training.data import SENTIMENT_MAP, DataError, Examples, LabelFn, load_examples, map_label
 from training.int8_choices import INT8_COMPUTE, INT8_METHODS
@@ -231,6 +233,13 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# Optional recipe-file keys and their types; an absent key keeps the Recipe field's default.
+_TOML_OPTIONAL: dict[str, Callable[[Any], Any]] = {
+    "max_length": int, "layers": int, "epochs": float, "evals_per_epoch": int, "patience": int,
+    "int8_method": str, "int8_compute": str, "int8_fp32_matmuls": str,
+}  # fmt: skip
+
+
 def load_recipe(name_or_path: str) -> Recipe:
     """A built-in recipe by name, or a TOML file of the same shape::
 
@@ -259,14 +268,7 @@ def load_recipe(name_or_path: str) -> Recipe:
                 backbone=str(raw["backbone"]),
                 train={t: tuple((s, float(w)) for s, w in parts.items()) for t, parts in raw["train"].items()},
                 valid={t: tuple(str(s) for s in names) for t, names in raw.get("valid", {}).items()},
-                max_length=int(raw.get("max_length", 64)),
-                layers=int(raw["layers"]) if "layers" in raw else None,
-                epochs=float(raw.get("epochs", 3.0)),
-                evals_per_epoch=int(raw.get("evals_per_epoch", 2)),
-                patience=int(raw.get("patience", 3)),
-                int8_method=str(raw.get("int8_method", "dynamic-smooth")),
-                int8_compute=str(raw.get("int8_compute", "fp32")),
-                int8_fp32_matmuls=str(raw["int8_fp32_matmuls"]) if "int8_fp32_matmuls" in raw else None,
+                **{key: cast(raw[key]) for key, cast in _TOML_OPTIONAL.items() if key in raw},
             )
         except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(f"recipe {p} is not a valid recipe: {exc}") from None
