@@ -211,7 +211,10 @@ def test_recipe_export_covers_every_source_and_language(ml: tuple[Path, dict, Pa
     assert m["parity"]["by_language"]["torch_vs_fp32"]["zh"]["topic"]["argmax_agreement"] >= 0.999
     assert set(m["metrics"]["int8_vs_fp32_by_language"]) == {"sentiment_en", "sentiment_zh", "topic_en", "topic_zh"}
     assert m["metrics"]["int8_vs_fp32"]["finfe_valid"]["lang"] == "zh"
-    assert set(m["export_timings"]) == {"onnx", "int8", "parity", "evaluate"}
+    assert set(m["export_timings"]) == {"onnx", "int8", "parity", "calibrate", "evaluate"}
+    # Calibration pools per task and language, as the worker routes (these toy sets are too small to fit).
+    assert set(m["calibration"]["pools"]) == {"sentiment/en", "sentiment/zh", "topic/en", "topic/zh"}
+    assert m["calibration"]["sets"]["phrasebank_75agree"]["fitted"] is False
     rep = json.loads((bundle / "eval.json").read_text())
     assert set(rep["languages"]) == {"sentiment_en", "sentiment_zh", "topic_en", "topic_zh"}
     # PhraseBank is reported on its own, never pooled into English.

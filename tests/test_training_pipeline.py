@@ -54,6 +54,11 @@ def test_train_export_quantise_parity_and_serve(tmp_path: Path) -> None:
     assert manifest["parity"]["torch_vs_fp32"]["topic"]["max_prob_diff"] <= 1e-3
     assert {"model.onnx", "model.int8.onnx", "tokenizer.json", "eval.md", "eval.json"} <= set(manifest["files"])
     assert (bundle / "confusion_tweets_topic_valid.png").stat().st_size > 1000
+    # Calibrated on the validation sets before evaluation: one temperature per task (all English here).
+    temps = manifest["calibration"]["temperature"]
+    assert set(temps) == {"sentiment", "topic"} and all(0.05 <= t <= 20 for per in temps.values() for t in per.values())
+    assert {"calibration.md", "calibration.png"} <= set(manifest["files"])
+    assert load_bundle(bundle).temperature("topic", "en") == temps["topic"]["en"]
     for variant in ("fp32", "int8"):
         b = load_bundle(bundle, variant)
         sess = ort.InferenceSession(str(b.model_file), providers=["CPUExecutionProvider"])

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from monitor.model.bundle import write_manifest
+from training.calibrate import calibrate_bundle
 from training.data import TASK_LABELS, Examples
 from training.evaluate import (
     bundle_probs,
@@ -227,6 +228,8 @@ def export_bundle(
     manifest = _manifest(meta, name, version, languages, list(model.task_names), int8_method, int8_compute,
                          calib_info, parity)  # fmt: skip
     write_manifest(stage, manifest)
+    with _timed(timings, "calibrate"):  # before evaluation, so that the report shows probabilities as served
+        manifest["calibration"] = calibrate_bundle(stage, eval_sets)
     with _timed(timings, "evaluate"):
         manifest["metrics"] = _evaluate_stage(stage, eval_sets, f"{name} {manifest['version']}", parity)
     _gate_int8_agreement(manifest["metrics"]["int8_vs_fp32"], bounds, hint)

@@ -1,4 +1,4 @@
-"""`finsent-train`: train, export, evaluate, predict, build the shipped bundle.
+"""`finsent-train`: train, export, calibrate, evaluate, predict, build the shipped bundle.
 
 torch, transformers and onnx come with the `train` extra, which a worker
 install lacks: they are imported inside the commands, so `--help` works
@@ -220,7 +220,44 @@ def cmd_export(args: argparse.Namespace) -> int:
                     for t, v in per_task.items()
                 )  # fmt: skip
             )
-    print(f"  report: {Path(args.out) / 'eval.md'}")
+    print_calibration(m["calibration"])
+    print(f"  report: {Path(args.out) / 'eval.md'}, {Path(args.out) / 'calibration.md'}")
+    return 0
+
+
+def print_calibration(block: dict[str, Any]) -> None:
+    for key, p in block["pools"].items():
+        if "note" in p:
+            print(f"  calibration {key}: temperature 1 ({p['note']})")
+            continue
+        print(f"  calibration {key}: temperature {p['temperature']:.3f}, ECE {p['ece_before']:.4f} -> "
+              f"{p['ece_after']:.4f} (cross-fitted), NLL {p['nll_before']:.4f} -> {p['nll_after']:.4f}")  # fmt: skip
+
+
+def bundle_eval_sets(args: argparse.Namespace, manifest: dict[str, Any]) -> dict[str, Examples]:
+    """The validation sets a bundle was built with, from its manifest (recipe and training sources)."""
+    tasks = list(manifest["tasks"])
+    args.topic_valid = args.sentiment_valid = None
+    args.run = args.bundle
+    if manifest.get("training", {}).get("recipe", "default") != "default":
+        return recipe_eval_sets(args, {"config": {"tasks": tasks}, "data": manifest.get("data_fingerprint", {})})
+    return {k: _limit(v, args.limit) for k, v in eval_sets(args, tasks).items()}
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from monitor.model.bundle import MANIFEST, BundleError
+    from training.calibrate import REPORT, calibrate_bundle
+
+    path = Path(args.bundle) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path} is not a readable manifest: {exc}") from exc
+    block = calibrate_bundle(Path(args.bundle), bundle_eval_sets(args, manifest))
+    print(f"calibrated {args.bundle} ({block['variant']}): temperatures "
+          + json.dumps(block["temperature"], ensure_ascii=False))  # fmt: skip
+    print_calibration(block)
+    print(f"  report: {Path(args.bundle) / REPORT}")
     return 0
 
 
@@ -261,7 +298,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"built {args.out} in {done - started:.0f} s: train {trained - started:.0f} s, "
           f"export {timings.get('onnx', 0) + timings.get('int8', 0) + timings.get('parity', 0):.0f} s "
           f"(ONNX {timings.get('onnx', 0):.0f} s, INT8 {timings.get('int8', 0):.0f} s, "
-          f"parity {timings.get('parity', 0):.0f} s), evaluate {timings.get('evaluate', 0):.0f} s")  # fmt: skip
+          f"parity {timings.get('parity', 0):.0f} s), calibrate {timings.get('calibrate', 0):.0f} s, "
+          f"evaluate {timings.get('evaluate', 0):.0f} s")  # fmt: skip
     return 0
 
 
@@ -323,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_command(sub)
     _add_export_command(sub)
     _add_build_command(sub)
+    _add_calibrate_command(sub)
     _add_evaluate_command(sub)
     _add_predict_command(sub)
     return p
@@ -355,6 +394,23 @@ def _add_build_command(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     sp.add_argument("--out", help="bundle directory (required, except with --recipe english: then "
                     "models/finsent-minilm-l6, the shipped English bundle)")  # fmt: skip
     sp.set_defaults(func=cmd_build)
+
+
+def _add_calibrate_command(sub: argparse._SubParsersAction[OneLineParser]) -> None:
+    sp = sub.add_parser(
+        "calibrate",
+        help="fit a bundle's softmax temperatures (per task and language) and write them into it",
+        description="Fit one softmax temperature per task and language on the validation sets the bundle was "
+        "built with (from its manifest), by minimum negative log-likelihood, and write them into its "
+        "manifest with calibration.md (ECE and NLL before / after, cross-fitted) and calibration.png "
+        "(reliability diagrams). Labels never change; probabilities, confidences and sentiment scores "
+        "become honest. Export does this for every new bundle.",
+    )
+    sp.add_argument("bundle", help="bundle directory (rewritten in place: manifest.json, calibration.md/png)")
+    sp.add_argument("--limit", type=int, help="fit on a seeded random N rows of each set")
+    sp.add_argument("--news-eval", help="evaluation-only English news file, reported, never fitted on "
+                    "(default: PhraseBank 75%% agreement, when present)")  # fmt: skip
+    sp.set_defaults(func=cmd_calibrate)
 
 
 def _add_evaluate_command(sub: argparse._SubParsersAction[OneLineParser]) -> None:

@@ -40,7 +40,8 @@ def bundle_probs(bundle: Path, sets: dict[str, Examples], variant: str = "auto")
     """Probabilities of each set's own task; sets whose task the bundle lacks are left out."""
     b = load_bundle(bundle, variant)
     runner = OnnxRunner.from_bundle(b)
-    return {name: runner.probs(ex.texts)[ex.task] for name, ex in sets.items() if ex.task in b.tasks}
+    return {name: runner.probs(ex.texts, langs=ex.langs or None)[ex.task]
+            for name, ex in sets.items() if ex.task in b.tasks}  # fmt: skip
 
 
 def reports(sets: dict[str, Examples], probs: dict[str, np.ndarray], variant: str) -> dict[str, Any]:

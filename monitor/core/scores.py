@@ -14,8 +14,14 @@ class TaskScore:
     probs: dict[str, float]
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:
+    """Probabilities from logits divided by `temperature` (a scalar, or one per row as shape [batch, 1]).
+
+    A temperature above 1 softens over-confident probabilities without changing which label wins, so a
+    bundle's calibration (monitor/model/bundle.py) can never change a label, a count or an alert.
+    """
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 

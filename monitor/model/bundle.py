@@ -21,6 +21,18 @@ per task in manifest["tasks"].
 manifest["languages"] (optional) lists the languages the model was trained
 and gated on, e.g. ["en", "zh"]; bundles written before the field existed
 were English-only, so a missing field reads as ["en"].
+
+manifest["calibration"] (optional) holds one softmax temperature per task
+and language, fitted on held-out labelled text after export (training/
+calibrate.py)::
+
+    "calibration": {"method": "temperature",
+                    "temperature": {"sentiment": {"en": 1.41, "zh": 2.2}}, ...}
+
+The worker divides an item's logits by its language's temperature before the
+softmax: probabilities, confidences and sentiment scores then mean what they
+say (of items scored 0.8, about 80 % right), and no label changes. A task or
+language without an entry keeps temperature 1.
 """
 
 from __future__ import annotations
@@ -39,6 +51,8 @@ FORMAT_VERSION = 1
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 DEFAULT_LANGUAGES = ("en",)  # what a manifest without "languages" means: every bundle before the field
+CALIBRATION_METHOD = "temperature"
+TEMPERATURE_RANGE = (0.05, 20.0)  # outside it a fit went wrong: 20 flattens any logits to near-uniform
 
 
 class BundleError(ValueError):
@@ -65,6 +79,11 @@ class Bundle:
     tasks: dict[str, TaskSpec]
     manifest: dict[str, Any] = field(repr=False)
     languages: tuple[str, ...] = DEFAULT_LANGUAGES
+    temperatures: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> language -> T
+
+    def temperature(self, task: str, lang: str) -> float:
+        """The softmax temperature for one task in one language; 1 where the manifest has none."""
+        return self.temperatures.get(task, {}).get(lang, 1.0)
 
     @property
     def ident(self) -> dict[str, str]:
@@ -131,6 +150,34 @@ def validate_manifest(m: dict[str, Any]) -> None:
         raise BundleError(
             f"manifest.json 'languages' must be a non-empty list of distinct language codes, got {langs!r}"
         )
+    if "calibration" in m:
+        manifest_temperatures(m)
+
+
+def manifest_temperatures(m: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """task -> language -> temperature from manifest["calibration"], checked; {} when there is none."""
+    cal = m.get("calibration")
+    if cal is None:
+        return {}
+    if not isinstance(cal, dict) or cal.get("method") != CALIBRATION_METHOD:
+        raise BundleError(f"manifest.json 'calibration' must be an object with method '{CALIBRATION_METHOD}'")
+    temps = cal.get("temperature")
+    if not isinstance(temps, dict):
+        raise BundleError("manifest.json 'calibration.temperature' must map task -> language -> temperature")
+    langs = m.get("languages", list(DEFAULT_LANGUAGES))
+    lo, hi = TEMPERATURE_RANGE
+    out: dict[str, dict[str, float]] = {}
+    for task, per_lang in temps.items():
+        if task not in m["tasks"] or not isinstance(per_lang, dict):
+            raise BundleError(f"manifest.json calibration names task '{task}', which the bundle lacks")
+        for lang, t in per_lang.items():
+            if lang not in langs:
+                raise BundleError(f"manifest.json calibration names language '{lang}', which the bundle lacks")
+            if isinstance(t, bool) or not isinstance(t, int | float) or not lo <= t <= hi:
+                raise BundleError(f"manifest.json calibration temperature {task}/{lang} must be a number in "
+                                  f"[{lo}, {hi}], got {t!r}")  # fmt: skip
+            out.setdefault(task, {})[lang] = float(t)
+    return out
 
 
 def load_bundle(path: str | os.PathLike[str], variant: str = "auto", verify: bool = True) -> Bundle:
@@ -191,6 +238,7 @@ def load_bundle(path: str | os.PathLike[str], variant: str = "auto", verify: boo
         tasks=tasks,
         manifest=manifest,
         languages=tuple(manifest.get("languages", DEFAULT_LANGUAGES)),
+        temperatures=manifest_temperatures(manifest),
     )
 
 

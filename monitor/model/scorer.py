@@ -6,7 +6,9 @@ languages. Each item is routed by its language: for every task, the first
 bundle listed that declares the item's language (manifest `languages`)
 scores it. An item in a language no bundle declares goes to the default
 route, the first bundle's first language. One multi-task bundle scores
-every task in one forward pass (monitor/model/session.py).
+every task in one forward pass (monitor/model/session.py); its logits
+become probabilities at the temperature its manifest gives the task in the
+route's language (monitor/model/bundle.py, "calibration").
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.core.scores import TaskScore
+from monitor.core.scores import TaskScore, softmax
 from monitor.model.batching import BUCKET_SIZE
 from monitor.model.bundle import Bundle, BundleError, load_bundle
 from monitor.model.normalize import normalize_text
@@ -158,20 +160,25 @@ class Scorer:
         results: list[dict[str, TaskScore]] = [{} for _ in texts]
         # Languages served by the same bundles share one forward pass (a multilingual bundle runs once).
         groups: dict[tuple[tuple[int, tuple[str, ...]], ...], tuple[Route, list[int]]] = {}
+        route_langs: list[str] = []  # the language whose calibration applies: the route's
         for i in range(len(texts)):
             route = self.route(langs[i] if langs else None)
+            route_langs.append(route.lang)
             key = tuple((id(m), tasks) for m, tasks in route.parts)
             groups.setdefault(key, (route, []))[1].append(i)
         for route, idx in groups.values():
             for model, tasks in route.parts:
-                self._run(model, tasks, [texts[i] for i in idx], [results[i] for i in idx])
+                self._run(model, tasks, [texts[i] for i in idx], [results[i] for i in idx],
+                          [route_langs[i] for i in idx])  # fmt: skip
         return results
 
-    def _run(self, model: _Loaded, tasks: Sequence[str], texts: list[str], into: list[dict[str, TaskScore]]) -> None:
+    def _run(self, model: _Loaded, tasks: Sequence[str], texts: list[str], into: list[dict[str, TaskScore]],
+             langs: list[str]) -> None:  # fmt: skip
         ids = model.classifier.encode(texts)
-        probs = model.classifier.run_bucketed(ids, self.bucket_size)
+        logits = model.classifier.run_bucketed(ids, self.bucket_size, raw=True)
         for task_name in tasks:
-            p = probs[task_name]
+            temps = np.array([[model.bundle.temperature(task_name, lang)] for lang in langs], dtype=np.float32)
+            p = softmax(logits[task_name], temps)
             labels = model.bundle.tasks[task_name].labels
             if p.shape[1] != len(labels):
                 raise BundleError(

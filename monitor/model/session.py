@@ -110,7 +110,8 @@ class Classifier:
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
-    def run(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+    def logits(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+        """Raw logits per task: what a calibrated softmax, or fitting the calibration, starts from."""
         longest = max(len(x) for x in ids)
         width = min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, max(longest, self.max_length))
         input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
@@ -122,14 +123,23 @@ class Classifier:
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
         outs = self.session.run(list(self.outputs.values()), feeds)
-        return {t: softmax(o.astype(np.float32)) for t, o in zip(self.outputs, outs, strict=True)}
+        return {t: o.astype(np.float32) for t, o in zip(self.outputs, outs, strict=True)}
 
-    def run_bucketed(self, ids: list[list[int]], bucket_size: int = BUCKET_SIZE) -> dict[str, np.ndarray]:
-        """Run length-sorted chunks of at most `bucket_size` texts; rows come back in input order."""
+    def run(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+        """Uncalibrated probabilities per task (temperature 1)."""
+        return {t: softmax(o) for t, o in self.logits(ids).items()}
+
+    def run_bucketed(self, ids: list[list[int]], bucket_size: int = BUCKET_SIZE,
+                     raw: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+        """Run length-sorted chunks of at most `bucket_size` texts; rows come back in input order.
+
+        raw: logits instead of probabilities, for a caller that applies a per-item temperature.
+        """
+        step = self.logits if raw else self.run
         if bucket_size <= 0 or len(ids) <= bucket_size:
-            return self.run(ids)
+            return step(ids)
         order = np.argsort([len(x) for x in ids], kind="stable")
-        parts = [self.run([ids[i] for i in order[s : s + bucket_size]]) for s in range(0, len(ids), bucket_size)]
+        parts = [step([ids[i] for i in order[s : s + bucket_size]]) for s in range(0, len(ids), bucket_size)]
         out: dict[str, np.ndarray] = {}
         for task in parts[0]:
             stacked = np.concatenate([p[task] for p in parts])
