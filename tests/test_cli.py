@@ -162,6 +162,10 @@ def test_export_quantises_a_toml_recipe_run_as_its_recorded_recipe_says(tmp_path
     (run / train_cli.RECIPE_FILE).write_text("{")
     with pytest.raises(train_cli.DataError, match=r"recipe\.json cannot be read"):
         train_cli._int8_choice(none, "zh", run)
+    edited = {**dataclasses.asdict(load_recipe(str(f))), "int8_compute": "int4"}  # a hand edit: checked too
+    (run / train_cli.RECIPE_FILE).write_text(json.dumps(edited))
+    with pytest.raises(train_cli.DataError, match="unknown int8_compute 'int4'"):
+        train_cli._int8_choice(none, "zh", run)
 
 
 def test_bad_settings_are_one_line(

@@ -181,6 +181,7 @@ def _int8_choice(args: argparse.Namespace, recipe: str, run: Path | None = None)
                              int8_compute=str(raw["int8_compute"]), int8_fp32_matmuls=raw["int8_fp32_matmuls"])  # fmt: skip
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{recorded} cannot be read: {exc}") from None
+        default.check()  # a hand-edited value: the recipe's own one-line error, not a failure inside export
     return (args.int8_method or default.int8_method, args.int8_compute or default.int8_compute,
             default.int8_fp32_matmuls if args.int8_fp32_matmuls is None else args.int8_fp32_matmuls)  # fmt: skip
 
