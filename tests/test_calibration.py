@@ -176,3 +176,33 @@ def test_a_bundle_with_other_labels_is_refused(tmp_path: Path) -> None:
     ex = Examples(task="topic", texts=["court"], labels=[0], source="t")
     with pytest.raises(DataError, match="not the training taxonomy"):
         calibrate_bundle(b, {"t": ex})
+
+
+def test_calibrate_command_fits_a_users_own_sample_per_language(tmp_path: Path) -> None:
+    """`calibrate --file`: the user's labelled Chinese sample alone fits sentiment/zh; English keeps its own sets."""
+    import os
+
+    b = make_bundle(tmp_path / "b", tasks=("sentiment",), languages=("en", "zh"))
+    rng = np.random.default_rng(1)
+    names = {0: "Bearish", 1: "Neutral", 2: "Bullish"}
+    words = {0: "fraud crash", 1: "the company", 2: "surge record"}
+    valid = tmp_path / "ds" / "twitter_financial_news_sentiment" / "valid.csv"
+    valid.parent.mkdir(parents=True)
+    rows = [(words[v if rng.random() < 0.7 else (v + 1) % 3], names[v]) for v in rng.integers(0, 3, 120)]
+    valid.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    own = tmp_path / "desk_zh.csv"
+    own.write_text(
+        "text,label\n" + "".join(f"公司公告第{i}号,{['negative', 'neutral', 'positive'][i % 3]}\n" for i in range(90))
+    )
+    env = {**os.environ, "FINSENT_DATASETS": str(tmp_path / "ds")}
+    r = subprocess.run([sys.executable, "-m", "training.cli", "calibrate", str(b), "--file", str(own)],
+                       capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    cal = load_bundle(b).manifest["calibration"]
+    assert cal["pools"]["sentiment/zh"]["sets"] == ["desk_zh"] and cal["pools"]["sentiment/en"]["sets"] == [
+        "tweets_sentiment_valid"
+    ]
+    assert set(cal["temperature"]["sentiment"]) == {"en", "zh"} and "calibration sentiment/zh" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "training.cli", "calibrate", str(b), "--file", str(own), "--lang", "1!"],
+                       capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a language code" in r.stderr

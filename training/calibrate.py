@@ -11,6 +11,7 @@ them; evaluation-only sets (PhraseBank) are never fitted on, and their
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,18 +29,27 @@ REPORT = "calibration.md"
 PLOT = "calibration.png"
 
 
-def calibration_block(logits: dict[str, np.ndarray], sets: dict[str, Examples],
-                      languages: list[str], variant: str) -> dict[str, Any]:  # fmt: skip
-    """manifest["calibration"] from each set's raw logits (its own task): temperatures, fits, per-set figures."""
+def pool_sets(sets: dict[str, Examples], languages: list[str], preferred: Collection[str] = ()) -> dict[str, list[str]]:
+    """ "task/lang" -> the sets its temperature is fitted on, as the worker routes items.
+
+    Evaluation-only sets are never fitted on. Where a pool holds any `preferred` set (a user's own
+    labelled sample of their traffic), only those fit it; the others are reported at its temperature.
+    """
     pools: dict[str, list[str]] = {}
     for name, ex in sets.items():
         lang = set_language(ex)
-        if name in logits and lang in languages and not evaluation_only(name, ex):
+        if lang in languages and not evaluation_only(name, ex):
             pools.setdefault(f"{ex.task}/{lang}", []).append(name)
+    return {k: [n for n in names if n in preferred] or names for k, names in sorted(pools.items())}
+
+
+def calibration_block(logits: dict[str, np.ndarray], sets: dict[str, Examples], languages: list[str],
+                      variant: str, preferred: Collection[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """manifest["calibration"] from each set's raw logits (its own task): temperatures, fits, per-set figures."""
     temps: dict[str, dict[str, float]] = {}
     pool_out: dict[str, Any] = {}
-    after: dict[str, np.ndarray] = {}
-    for key, names in sorted(pools.items()):
+    after: dict[str, np.ndarray] = {}  # cross-fitted probabilities of every fitted set
+    for key, names in pool_sets(sets, languages, preferred).items():
         z = np.concatenate([logits[n] for n in names])
         y = np.concatenate([np.asarray(sets[n].labels, dtype=np.int64) for n in names])
         fit = fit_pool(z, y)
@@ -49,24 +59,32 @@ def calibration_block(logits: dict[str, np.ndarray], sets: dict[str, Examples],
         task, lang = key.split("/")
         temps.setdefault(task, {})[lang] = fit.temperature
         pool_out[key] = {"sets": names, **fit.summary(z, y)}
-        start = 0
-        for n in names:  # the cross-fitted rows of each set, for its own line in the report
-            after[n] = fit.after[start : start + len(sets[n].labels)]
-            start += len(sets[n].labels)
-    per_set: dict[str, Any] = {}
+        bounds = np.cumsum([0] + [len(sets[n].labels) for n in names])
+        after |= {n: fit.after[bounds[i] : bounds[i + 1]] for i, n in enumerate(names)}
+    return {"method": CALIBRATION_METHOD, "temperature": temps, "variant": variant,
+            "fitted": datetime.now(UTC).isoformat(timespec="seconds"), "pools": pool_out,
+            "sets": _per_set(logits, sets, languages, temps, after)}  # fmt: skip
+
+
+def _per_set(logits: dict[str, np.ndarray], sets: dict[str, Examples], languages: list[str],
+             temps: dict[str, dict[str, float]], after: dict[str, np.ndarray]) -> dict[str, Any]:  # fmt: skip
+    """Each set before and after: cross-fitted where it was fitted on, else at its route's temperature."""
+    out: dict[str, Any] = {}
     for name, z in logits.items():
         ex = sets[name]
         lang = set_language(ex)
         y = np.asarray(ex.labels, dtype=np.int64)
         t = temps.get(ex.task, {}).get(lang if lang in languages else languages[0], 1.0)
         probs = after.get(name, softmax(z, t))
-        per_set[name] = {"task": ex.task, "lang": lang, "fitted": name in after, **set_summary(z, y, probs)}
-    return {"method": CALIBRATION_METHOD, "temperature": temps, "variant": variant,
-            "fitted": datetime.now(UTC).isoformat(timespec="seconds"), "pools": pool_out, "sets": per_set}  # fmt: skip
+        out[name] = {"task": ex.task, "lang": lang, "fitted": name in after, **set_summary(z, y, probs)}
+    return out
 
 
-def calibrate_bundle(bundle_dir: Path, sets: dict[str, Examples]) -> dict[str, Any]:
-    """Fit the bundle's served variant on `sets`, rewrite its manifest, write calibration.md and its plot."""
+def calibrate_bundle(bundle_dir: Path, sets: dict[str, Examples], preferred: Collection[str] = ()) -> dict[str, Any]:
+    """Fit the bundle's served variant on `sets`, rewrite its manifest, write calibration.md and its plot.
+
+    preferred: names of sets that alone fit the pools they fall in (`pool_sets`).
+    """
     bundle = load_bundle(bundle_dir)
     runner = OnnxRunner.from_bundle(bundle)
     usable = {name: ex for name, ex in sets.items() if ex.task in bundle.tasks and ex.texts}
@@ -75,7 +93,7 @@ def calibrate_bundle(bundle_dir: Path, sets: dict[str, Examples]) -> dict[str, A
             raise DataError(f"bundle {bundle_dir}: its {task} labels are not the training taxonomy's, "
                             "so labelled sets cannot calibrate it")  # fmt: skip
     logits = {name: runner.logits(ex.texts)[ex.task] for name, ex in usable.items()}
-    block = calibration_block(logits, usable, list(bundle.languages), bundle.variant)
+    block = calibration_block(logits, usable, list(bundle.languages), bundle.variant, preferred)
     write_report(bundle_dir, block, logits, usable)
     manifest = json.loads((bundle_dir / MANIFEST).read_text(encoding="utf-8"))
     manifest["calibration"] = block

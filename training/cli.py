@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,21 @@ def bundle_eval_sets(args: argparse.Namespace, manifest: dict[str, Any]) -> dict
     return {k: _limit(v, args.limit) for k, v in eval_sets(args, tasks).items()}
 
 
+def user_sets(args: argparse.Namespace) -> dict[str, Examples]:
+    """`calibrate --file`: labelled samples of the user's own traffic, each tagged with one language."""
+    from monitor.core.language import detect_script, normalize_lang
+
+    out: dict[str, Examples] = {}
+    for f in args.file or []:
+        ex = load_examples(f, args.task, text_col=args.text_col, label_col=args.label_col)
+        lang = normalize_lang(args.lang) if args.lang else Counter(map(detect_script, ex.texts)).most_common(1)[0][0]
+        if lang is None:
+            raise DataError(f"--lang {args.lang!r} is not a language code")
+        ex.source, ex.langs = Path(f).stem, [lang] * len(ex.texts)
+        out[Path(f).stem] = ex
+    return out
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from monitor.model.bundle import MANIFEST, BundleError
     from training.calibrate import REPORT, calibrate_bundle
@@ -254,7 +270,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path} is not a readable manifest: {exc}") from exc
-    block = calibrate_bundle(Path(args.bundle), bundle_eval_sets(args, manifest))
+    sets = bundle_eval_sets(args, manifest)
+    own = user_sets(args)
+    if clash := sorted(set(own) & set(sets)):
+        raise DataError(f"--file {', '.join(clash)}: a name the bundle's own sets use; rename the file")
+    block = calibrate_bundle(Path(args.bundle), sets | own, preferred=own)
     print(f"calibrated {args.bundle} ({block['variant']}): temperatures "
           + json.dumps(block["temperature"], ensure_ascii=False))  # fmt: skip
     print_calibration(block)
@@ -411,6 +431,15 @@ def _add_calibrate_command(sub: argparse._SubParsersAction[OneLineParser]) -> No
     sp.add_argument("--limit", type=int, help="fit on a seeded random N rows of each set")
     sp.add_argument("--news-eval", help="evaluation-only English news file, reported, never fitted on "
                     "(default: PhraseBank 75%% agreement, when present)")  # fmt: skip
+    sp.add_argument("--file", action="append", metavar="FILE",
+                    help="a labelled sample of your own traffic (CSV, JSONL or Parquet; repeatable): it alone fits "
+                    "the temperature of its task and language, and the bundle's own sets are reported at it")  # fmt: skip
+    sp.add_argument(
+        "--task", choices=["topic", "sentiment"], default="sentiment", help="the task --file is labelled for"
+    )
+    sp.add_argument("--lang", help="the language of --file (default: read from its texts' script)")
+    sp.add_argument("--text-col", default="text")
+    sp.add_argument("--label-col", default="label")
     sp.set_defaults(func=cmd_calibrate)
 
 
