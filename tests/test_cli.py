@@ -247,3 +247,23 @@ def test_unreachable_broker_is_one_line_for_every_kafka_command(tmp_path: Path) 
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_chinese_only_run_is_not_evaluated_on_english_news(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PhraseBank joins a recipe run's sets only when the run read English: its texts would join the parity gate."""
+    from argparse import Namespace
+
+    from tests.test_training_data import _fake_datasets
+
+    monkeypatch.setattr(train_cli, "DATASETS", _fake_datasets(tmp_path / "datasets"))
+    args = Namespace(topic_valid=None, sentiment_valid=None, news_eval=None, limit=None, run="r")
+
+    def meta(*sources: str) -> dict:
+        return {
+            "config": {"tasks": ["sentiment"]},
+            "data": {"sentiment": {"rows_by_source": dict.fromkeys(sources, 1)}},
+        }
+
+    assert set(train_cli.recipe_eval_sets(args, meta("finfe (zh)"))) == {"finfe_valid"}
+    assert set(train_cli.recipe_eval_sets(args, meta("finfe (zh)", "sentfin (en)"))) == {
+        "finfe_valid", "sentfin_valid", "phrasebank_75agree"}  # fmt: skip

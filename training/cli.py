@@ -58,8 +58,9 @@ def eval_sets(args: argparse.Namespace, tasks: Sequence[str]) -> dict[str, Examp
 
 def recipe_eval_sets(args: argparse.Namespace, meta: dict) -> dict[str, Examples]:
     """A recipe run's evaluation sets: the valid split of every source it validated (or trained) on, each
-    rows tagged with its language, plus PhraseBank as an evaluation-only English news check if present."""
-    from training.bundle_export import run_sources
+    rows tagged with its language, plus PhraseBank as an evaluation-only English news check if present
+    and the run read English (a Chinese-only run would otherwise be gated on English parity texts)."""
+    from training.bundle_export import run_languages, run_sources
     from training.sources import load_source
 
     if args.topic_valid or args.sentiment_valid:
@@ -71,7 +72,7 @@ def recipe_eval_sets(args: argparse.Namespace, meta: dict) -> dict[str, Examples
     sets = {k: v for k, v in sets.items() if v.task in tasks}
     if not sets:
         raise DataError(f"run {args.run} names no evaluation sources in train.json")
-    if "sentiment" in tasks:
+    if "sentiment" in tasks and "en" in run_languages(meta):
         pb = Path(args.news_eval) if args.news_eval else DATASETS / "financial_phrasebank" / "sentences_75agree.csv"
         if pb.is_file():
             ex = _limit(load_examples(pb, "sentiment"), args.limit)
