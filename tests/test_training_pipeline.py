@@ -151,7 +151,7 @@ def test_multilingual_build_one_command_resumable(tmp_path: Path) -> None:
     r = subprocess.run([*argv, *loose], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert re.search(r"built .* in \d+ s: train \d+ s, export \d+ s \(ONNX \d+ s, INT8 \d+ s, parity \d+ s\), "
-                     r"evaluate \d+ s", r.stdout), r.stdout[-2000:]  # fmt: skip
+                     r"calibrate \d+ s, evaluate \d+ s", r.stdout), r.stdout[-2000:]  # fmt: skip
     assert "parity torch_vs_int8 [zh]" in r.stdout and "finfe_valid (zh)" in r.stdout
     assert (run / "checkpoint.pt").is_file()
     m = json.loads((bundle / "manifest.json").read_text())

@@ -30,7 +30,7 @@ PLOT = "calibration.png"
 
 
 def pool_sets(sets: dict[str, Examples], languages: list[str], preferred: Collection[str] = ()) -> dict[str, list[str]]:
-    """ "task/lang" -> the sets its temperature is fitted on, as the worker routes items.
+    """For each pool ("sentiment/zh"), the sets its temperature is fitted on: pooled as the worker routes items.
 
     Evaluation-only sets are never fitted on. Where a pool holds any `preferred` set (a user's own
     labelled sample of their traffic), only those fit it; the others are reported at its temperature.
@@ -109,8 +109,9 @@ def write_report(out: Path, block: dict[str, Any], logits: dict[str, np.ndarray]
         f"Served variant: {block['variant']}. One softmax temperature per task and language, fitted on the "
         "pooled validation sets by minimum negative log-likelihood; the worker divides logits by it. Labels "
         "never change (argmax is unchanged). ECE: expected calibration error, 15 bins; NLL: mean negative "
-        'log-likelihood. "after" is cross-fitted for the fitted sets (each half scored at the temperature '
-        "fitted on the other half), and the shipped temperature for evaluation-only sets, which no fit saw.",
+        'log-likelihood. "after" is cross-fitted for the sets fitted on (each half scored at the temperature '
+        "fitted on the other half), and the shipped temperature for every other set, which no fit saw "
+        "(evaluation-only sets; the bundle's own sets where a sample given with --file fitted their pool).",
         "",
         "| pool | sets | n | temperature | (halves) | ECE before | ECE after | NLL before | NLL after |",
         "|---|---|---|---|---|---|---|---|---|",
