@@ -267,3 +267,22 @@ def test_a_chinese_only_run_is_not_evaluated_on_english_news(tmp_path: Path, mon
     assert set(train_cli.recipe_eval_sets(args, meta("finfe (zh)"))) == {"finfe_valid"}
     assert set(train_cli.recipe_eval_sets(args, meta("finfe (zh)", "sentfin (en)"))) == {
         "finfe_valid", "sentfin_valid", "phrasebank_75agree"}  # fmt: skip
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`finsent-train predict ... | head -1`: exit 141 like a Unix filter, no traceback."""
+    import subprocess
+    import sys
+
+    from tests.tiny_bundle import make_bundle
+
+    b = make_bundle(tmp_path / "b")
+    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "predict", str(b)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(b"shares surge record\n" * 5000)  # far more output than a pipe buffers
+    proc.stdin.close()
+    assert proc.stdout.readline().startswith(b"{")
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 141
+    assert b"Traceback" not in proc.stderr.read()

@@ -589,6 +589,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `finsent-train predict ... | head`
+        from monitor.cli.errors import reader_gone, stdout_reader_gone
+
+        if not stdout_reader_gone():
+            raise
+        return reader_gone()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from monitor.cli.errors import EXIT_USAGE, CliError, kafka_unreachable
+from monitor.cli.errors import EXIT_USAGE, CliError, kafka_unreachable, reader_gone, stdout_reader_gone
 from monitor.cli.parsing import OneLineParser
 from monitor.feed.rows import FeedError
 from monitor.settings import ConfigError, Settings, load_settings
@@ -106,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(exc)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if not stdout_reader_gone():
+            raise
+        return reader_gone()
     except Exception as exc:
         if settings is not None and is_unreachable(exc):
             return _error(kafka_unreachable(settings))
