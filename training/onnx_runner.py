@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.core.language import detect_script
-from monitor.core.scores import softmax
+from monitor.core.scores import row_temperatures, softmax
 from monitor.model.bundle import DEFAULT_LANGUAGES, Bundle
 from monitor.model.session import Classifier
 
@@ -58,8 +58,4 @@ class OnnxRunner:
             return {t: softmax(v) for t, v in raw.items()}
         codes = list(langs) if langs else [detect_script(t) for t in texts]
         codes = [c if c in self.languages else self.languages[0] for c in codes]
-        out = {}
-        for task, v in raw.items():
-            per_lang = self.temperatures.get(task, {})
-            out[task] = softmax(v, np.array([[per_lang.get(c, 1.0)] for c in codes], dtype=np.float32))
-        return out
+        return {task: softmax(v, row_temperatures(self.temperatures.get(task, {}), codes)) for task, v in raw.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,11 @@ def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.nda
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def row_temperatures(per_lang: Mapping[str, float], langs: Sequence[str]) -> np.ndarray:
+    """One task's temperature for each row's language, shaped [batch, 1] for `softmax`; 1 where none is set."""
+    return np.array([[per_lang.get(lang, 1.0)] for lang in langs], dtype=np.float32)
 
 
 def sentiment_score(probs: dict[str, float]) -> float:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.core.scores import TaskScore, softmax
+from monitor.core.scores import TaskScore, row_temperatures, softmax
 from monitor.model.batching import BUCKET_SIZE
 from monitor.model.bundle import Bundle, BundleError, load_bundle
 from monitor.model.normalize import normalize_text
@@ -177,8 +177,7 @@ class Scorer:
         ids = model.classifier.encode(texts)
         logits = model.classifier.run_bucketed(ids, self.bucket_size, raw=True)
         for task_name in tasks:
-            temps = np.array([[model.bundle.temperature(task_name, lang)] for lang in langs], dtype=np.float32)
-            p = softmax(logits[task_name], temps)
+            p = softmax(logits[task_name], row_temperatures(model.bundle.temperatures.get(task_name, {}), langs))
             labels = model.bundle.tasks[task_name].labels
             if p.shape[1] != len(labels):
                 raise BundleError(
