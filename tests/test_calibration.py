@@ -16,8 +16,8 @@ from monitor.model.scorer import Scorer
 from monitor.model.session import Classifier
 from tests.tiny_bundle import make_bundle
 from training.data import Examples
-from training.metrics import expected_calibration_error
-from training.temperature import MIN_ROWS, cross_fitted_probs, fit_pool, fit_temperature, halves, nll, reliability
+from training.metrics import expected_calibration_error, reliability
+from training.temperature import MIN_ROWS, cross_fitted_probs, fit_pool, fit_temperature, halves, nll
 
 
 def _overconfident(n: int, t_true: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -63,12 +63,16 @@ def test_small_pools_keep_temperature_one() -> None:
     assert fit_pool(z, y) is not None
 
 
-def test_reliability_bins_add_up_to_the_ece() -> None:
-    z, y = _overconfident(3_000, 2.0, seed=2)
-    p = softmax(z)
+def test_reliability_bins_and_ece_by_hand() -> None:
+    # Confidences 0.9, 0.9 (one right), 0.6 (right), 0.5 (wrong): bins (0.8667, 0.9333], (0.5333, 0.6]
+    # and (0.4667, 0.5333]; ECE = 2/4 |0.9 - 0.5| + 1/4 |0.6 - 1| + 1/4 |0.5 - 0| = 0.425.
+    p = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.2, 0.6, 0.2], [0.5, 0.3, 0.2]])
+    y = np.array([0, 0, 1, 1])
     conf, acc, rows = reliability(p, y)
-    assert rows.sum() == len(y)
-    assert float((rows / len(y) * np.abs(conf - acc)).sum()) == pytest.approx(expected_calibration_error(p, y))
+    assert rows.tolist() == [1, 1, 2]
+    assert conf == pytest.approx([0.5, 0.6, 0.9])
+    assert acc == pytest.approx([0.0, 1.0, 0.5])
+    assert expected_calibration_error(p, y) == pytest.approx(0.425)
 
 
 def _calibrated(tmp_path: Path, temps: object, languages: tuple[str, ...] = ("en", "zh")) -> Path:

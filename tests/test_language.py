@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.core.language import detect_script, item_language, normalize_lang
+from monitor.core.language import detect_script, item_language, normalize_lang, served_language
 from monitor.core.records import scored_record
 from monitor.core.scores import TaskScore
 
@@ -47,6 +47,12 @@ def test_tag_wins_over_script_and_script_fills_in() -> None:
     assert item_language("en", "贵州茅台三季度净利润同比增长") == ("en", "input")
     assert item_language("garbage!", "贵州茅台三季度净利润同比增长") == ("zh", "script")
     assert item_language(None, "Apple beats estimates") == ("en", "script")
+
+
+def test_an_undeclared_language_is_served_by_the_first_declared_one() -> None:
+    assert served_language("zh", ("en", "zh")) == "zh"
+    assert served_language("fr", ("en", "zh")) == "en"
+    assert served_language(None, ["zh", "en"]) == "zh"
 
 
 def _record(item: dict[str, str], lang: str, source: str) -> dict[str, object]:

@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from monitor.core.language import served_language
 from monitor.core.scores import softmax
 from monitor.model.bundle import CALIBRATION_METHOD, MANIFEST, load_bundle, write_manifest
 from training.data import TASK_LABELS, DataError, Examples
 from training.evaluate import evaluation_only, set_language
+from training.metrics import reliability
 from training.onnx_runner import OnnxRunner
-from training.temperature import MIN_ROWS, fit_pool, reliability, set_summary
+from training.temperature import MIN_ROWS, fit_pool, set_summary
 
 REPORT = "calibration.md"
 PLOT = "calibration.png"
@@ -74,7 +76,7 @@ def _per_set(logits: dict[str, np.ndarray], sets: dict[str, Examples], languages
         ex = sets[name]
         lang = set_language(ex)
         y = np.asarray(ex.labels, dtype=np.int64)
-        t = temps.get(ex.task, {}).get(lang if lang in languages else languages[0], 1.0)
+        t = temps.get(ex.task, {}).get(served_language(lang, languages), 1.0)
         probs = after.get(name, softmax(z, t))
         out[name] = {"task": ex.task, "lang": lang, "fitted": name in after, **set_summary(z, y, probs)}
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,17 +14,27 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
     return cm
 
 
+def reliability(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per confidence bin (lo, hi]: mean confidence, accuracy and rows; empty bins are dropped.
+
+    The one binning behind both the ECE and the reliability diagrams, so a plot shows the gaps its
+    report's ECE sums.
+    """
+    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+    correct = (pred == np.asarray(y_true)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    rows = np.bincount(which, minlength=bins)
+    keep = rows > 0
+    mean_conf = np.bincount(which, conf, bins)[keep] / rows[keep]
+    acc = np.bincount(which, correct, bins)[keep] / rows[keep]
+    return mean_conf, acc, rows[keep]
+
+
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
     """Gap between confidence and accuracy, weighted over confidence bins (Guo et al. 2017)."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for lo, hi in itertools.pairwise(edges):
-        sel = (conf > lo) & (conf <= hi)
-        if sel.any():
-            ece += sel.mean() * abs(conf[sel].mean() - correct[sel].mean())
-    return float(ece)
+    conf, acc, rows = reliability(probs, y_true, bins)
+    return float((rows * np.abs(conf - acc)).sum() / max(rows.sum(), 1))
 
 
 def classification_report(probs: np.ndarray, y_true: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:

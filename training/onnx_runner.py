@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.core.language import detect_script
+from monitor.core.language import detect_script, served_language
 from monitor.core.scores import row_temperatures, softmax
 from monitor.model.bundle import DEFAULT_LANGUAGES, Bundle
 from monitor.model.session import Classifier
@@ -57,5 +57,5 @@ class OnnxRunner:
         if not self.temperatures:
             return {t: softmax(v) for t, v in raw.items()}
         codes = list(langs) if langs else [detect_script(t) for t in texts]
-        codes = [c if c in self.languages else self.languages[0] for c in codes]
+        codes = [served_language(c, self.languages) for c in codes]
         return {task: softmax(v, row_temperatures(self.temperatures.get(task, {}), codes)) for task, v in raw.items()}

@@ -110,18 +110,5 @@ def set_summary(logits: np.ndarray, y: np.ndarray, after: np.ndarray) -> dict[st
             "nll_before": round(_nll_probs(before, y), 4), "nll_after": round(_nll_probs(after, y), 4)}  # fmt: skip
 
 
-def reliability(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per confidence bin (as ECE bins them): mean confidence, accuracy, rows; empty bins are dropped."""
-    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
-    correct = (pred == y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    rows = np.bincount(which, minlength=bins)
-    keep = rows > 0
-    mean_conf = np.bincount(which, conf, bins)[keep] / rows[keep]
-    acc = np.bincount(which, correct, bins)[keep] / rows[keep]
-    return mean_conf, acc, rows[keep]
-
-
 def _nll_probs(probs: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)).mean())

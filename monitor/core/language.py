@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Literal
 
 LangSource = Literal["input", "script"]
@@ -99,3 +100,12 @@ def item_language(tag: str | None, text: str) -> tuple[str, LangSource]:
     if code is not None:
         return code, "input"
     return detect_script(text), "script"
+
+
+def served_language(lang: str | None, declared: Sequence[str]) -> str:
+    """The language whose model and calibration serve an item: its own if declared, else the first declared.
+
+    The worker's scorer, `finsent-train evaluate` and calibration all resolve an undeclared language
+    this way, so a bundle is measured the way it serves.
+    """
+    return lang if lang is not None and lang in declared else declared[0]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from monitor.core.language import served_language
 from monitor.core.scores import TaskScore, row_temperatures, softmax
 from monitor.model.batching import BUCKET_SIZE
 from monitor.model.bundle import Bundle, BundleError, load_bundle
@@ -146,7 +147,7 @@ class Scorer:
 
     def route(self, lang: str | None) -> Route:
         """The route for a language; the default route for one no bundle declares."""
-        return self.routes.get(lang or self.default_lang) or self.routes[self.default_lang]
+        return self.routes[served_language(lang, list(self.routes))]
 
     @property
     def ident(self) -> dict[str, str]:
