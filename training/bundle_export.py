@@ -358,7 +358,8 @@ def _manifest(meta: dict[str, Any], name: str, version: str | None, languages: l
             "best_mean_macro_f1": meta["best_mean_macro_f1"],
             "history": meta.get("history", []),
         }
-        | ({"distilled_from": meta["distilled_from"]} if "distilled_from" in meta else {}),  # fmt: skip
+        | ({"distilled_from": meta["distilled_from"]} if "distilled_from" in meta else {})
+        | ({"soup": meta["soup"]} if "soup" in meta else {}),  # fmt: skip
         "data_fingerprint": meta["data"],
         "parity": parity,
     }

@@ -18,11 +18,15 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.cli.parsing import OneLineParser
 from training.data import DataError, Examples, load_examples
 from training.int8_choices import INT8_COMPUTE, INT8_METHODS
+
+if TYPE_CHECKING:
+    from training.sources import Recipe
+    from training.train import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("FINSENT_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -102,31 +106,62 @@ def _distill_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train_recipe(args: argparse.Namespace) -> int:
-    """A multi-dataset recipe (training/sources.py): sources mixed per task, validation per dataset."""
+    """A multi-dataset recipe (training/sources.py): sources mixed per task, validation per dataset.
+
+    A soup recipe trains each member into <out>/member-<i> (each resumable on its own), then writes
+    their weight average into <out> as the run that export reads (training/soup.py).
+    """
     from training.sources import describe, load_recipe, recipe_sets
-    from training.train import TrainConfig, train
+    from training.train import train
 
     recipe = load_recipe(args.recipe)
     for flag in ("topic_train", "sentiment_train", "topic_valid", "sentiment_valid"):
         if getattr(args, flag):
             raise DataError(f"--{flag.replace('_', '-')} does not combine with --recipe (the recipe names its files)")
+    if recipe.members and (args.epochs is not None or args.patience is not None):
+        raise DataError(f"--epochs and --patience do not combine with recipe {recipe.name}: each of its "
+                        f"{len(recipe.members)} members sets its own schedule")  # fmt: skip
     train_sets, valid = recipe_sets(recipe, DATASETS, args.limit, args.seed)
     for t, ex in train_sets.items():
         print(f"{t}: {len(ex.texts)} training rows: {describe(ex)}; skipped {dict(ex.skipped) or 'none'}")
-    cfg = TrainConfig(backbone=args.backbone or recipe.backbone, tasks=recipe.tasks,
-                      epochs=args.epochs if args.epochs is not None else recipe.epochs,
-                      batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or recipe.max_length,
-                      seed=args.seed, eval_every=args.eval_every,
-                      evals_per_epoch=args.evals_per_epoch or recipe.evals_per_epoch,
-                      balanced_tasks=args.balanced_tasks, max_steps=args.max_steps,
-                      patience=args.patience if args.patience is not None else recipe.patience,
-                      threads=args.threads, random_init=args.random_init, recipe=recipe.name,
-                      layers=args.layers or recipe.layers, device=args.device, **_distill_args(args))  # fmt: skip
-    res = train(cfg, train_sets, valid, Path(args.out), resume=_resume_mode(args))
+    out = Path(args.out)
+    if recipe.members:
+        runs = [out / f"member-{i}" for i in range(1, len(recipe.members) + 1)]
+        for i, (member, run) in enumerate(zip(recipe.members, runs, strict=True), 1):
+            print(f"member {i} of {len(runs)}: {member.epochs:g} epochs -> {run}")
+            res = train(_recipe_config(args, recipe, member.epochs, member.patience), train_sets, valid, run,
+                        resume=_resume_mode(args))  # fmt: skip
+            print(f"member {i}: best mean macro-F1 {res.best_score:.4f} after {res.steps} steps")
+        from training.soup import write_soup
+
+        meta = write_soup(runs, out, valid)
+        best, steps, seconds = meta["best_mean_macro_f1"], meta["steps"], meta["seconds"]
+        per_set = ", ".join(f"{k} {v['macro_f1']:.4f}" for k, v in meta["best_eval"]["datasets"].items())
+        print(f"soup of {len(runs)} members: mean macro-F1 {best:.4f} ({per_set})")
+    else:
+        res = train(_recipe_config(args, recipe, args.epochs, args.patience), train_sets, valid, out,
+                    resume=_resume_mode(args))  # fmt: skip
+        best, steps, seconds = res.best_score, res.steps, res.seconds
     # What export needs from the recipe and cannot read back from a name alone (a .toml file may move).
-    (Path(args.out) / RECIPE_FILE).write_text(json.dumps(dataclasses.asdict(recipe), indent=2) + "\n")
-    print(f"best mean macro-F1 {res.best_score:.4f} after {res.steps} steps in {res.seconds:.0f} s -> {args.out}")
+    (out / RECIPE_FILE).write_text(json.dumps(dataclasses.asdict(recipe), indent=2) + "\n")
+    print(f"best mean macro-F1 {best:.4f} after {steps} steps in {seconds:.0f} s -> {args.out}")
     return 0
+
+
+def _recipe_config(args: argparse.Namespace, recipe: Recipe, epochs: float | None,
+                   patience: int | None) -> TrainConfig:  # fmt: skip
+    """One run of the recipe: its backbone, length and depth unless a flag says otherwise."""
+    from training.train import TrainConfig
+
+    return TrainConfig(backbone=args.backbone or recipe.backbone, tasks=recipe.tasks,
+                       epochs=epochs if epochs is not None else recipe.epochs,
+                       batch_size=args.batch_size, lr=args.lr, max_length=args.max_length or recipe.max_length,
+                       seed=args.seed, eval_every=args.eval_every,
+                       evals_per_epoch=args.evals_per_epoch or recipe.evals_per_epoch,
+                       balanced_tasks=args.balanced_tasks, max_steps=args.max_steps,
+                       patience=patience if patience is not None else recipe.patience,
+                       threads=args.threads, random_init=args.random_init, recipe=recipe.name,
+                       layers=args.layers or recipe.layers, device=args.device, **_distill_args(args))  # fmt: skip
 
 
 def _resume_mode(args: argparse.Namespace) -> bool | None:
@@ -475,7 +510,8 @@ def _add_train_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--epochs",
         type=float,
-        help="passes over the training data (default 3, or the recipe's; early stopping may end sooner)",
+        help="passes over the training data (default 3, or the recipe's; early stopping may end sooner; "
+        "not with a recipe whose members set their own)",
     )
     sp.add_argument("--batch-size", type=int, default=32, help="texts per step; each batch holds one task")
     sp.add_argument("--lr", type=float, default=8e-5, help="encoder learning rate (heads use 1e-3)")
@@ -503,7 +539,8 @@ def _add_train_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--recipe", default="default",
                     help="default: the twitter sets (--tasks, --*-train files); multilingual: tweets + SEntFiN + "
                     "FinFE sentiment, tweets + FinNL topic on e5-small-multilingual, validated per dataset and "
-                    "language; english: tweets + SEntFiN sentiment, tweets topic on MiniLM-L6; english-teacher: "
+                    "language; english: tweets + SEntFiN sentiment, tweets topic on MiniLM-L6, the weight average of a "
+                    "3-epoch and a 4-epoch run (<run>/member-1, -2); english-teacher: "
                     "the same sentiment data on all-mpnet-base-v2 (training/sources.py); or a recipe .toml file")  # fmt: skip
     sp.add_argument("--teacher", help="a finished run directory (e.g. of --recipe english-teacher) whose logits on "
                     "every training row the student learns from as well as the labels, for each task the teacher "
