@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,9 @@ def test_a_soup_recipe_builds_in_one_command(tmp_path: Path) -> None:
     assert [m["run"] for m in manifest["training"]["soup"]] == ["member-1", "member-2"]
     r = subprocess.run([*argv, "--epochs", "3"], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 2 and "do not combine with recipe soup" in r.stderr and "Traceback" not in r.stderr
+    # Stopped before member 2 began: --resume keeps member 1 and starts member 2, not an error.
+    shutil.rmtree(run / "member-2")
+    train_argv = [*argv[:3], "train", *argv[4 : argv.index("--run")], "--out", str(run), "--resume"]
+    r = subprocess.run(train_argv, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "member-1: training already finished" in r.stderr and (run / "member-2" / "best.pt").is_file()

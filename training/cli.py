@@ -112,7 +112,7 @@ def _train_recipe(args: argparse.Namespace) -> int:
     their weight average into <out> as the run that export reads (training/soup.py).
     """
     from training.sources import describe, load_recipe, recipe_sets
-    from training.train import train
+    from training.train import has_checkpoint, train
 
     recipe = load_recipe(args.recipe)
     for flag in ("topic_train", "sentiment_train", "topic_valid", "sentiment_valid"):
@@ -127,10 +127,13 @@ def _train_recipe(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if recipe.members:
         runs = [out / f"member-{i}" for i in range(1, len(recipe.members) + 1)]
+        mode = _resume_mode(args)
         for i, (member, run) in enumerate(zip(recipe.members, runs, strict=True), 1):
             print(f"member {i} of {len(runs)}: {member.epochs:g} epochs -> {run}")
+            # --resume continues the soup: a member after the first that never started starts now.
+            resume = None if mode and i > 1 and not has_checkpoint(run) else mode
             res = train(_recipe_config(args, recipe, member.epochs, member.patience), train_sets, valid, run,
-                        resume=_resume_mode(args))  # fmt: skip
+                        resume=resume)  # fmt: skip
             print(f"member {i}: best mean macro-F1 {res.best_score:.4f} after {res.steps} steps")
         from training.soup import write_soup
 

