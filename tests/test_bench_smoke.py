@@ -60,6 +60,28 @@ def test_paced_bench_reports_cpu_batches_and_latency_per_broker_log_level(tmp_pa
     assert res["scorer_alone_texts_per_s"] > 0 and {s["broker_log"] for s in res["summary"]} == {"info", "warn"}
 
 
+def test_paced_bench_runs_input_mixes_and_bundle_sets_side_by_side(tmp_path: Path) -> None:
+    """Mixed input reaches both shipped bundles (half the items scored as Chinese, routed by script); a
+    worker given the English bundle alone counts the Chinese half under "other"."""
+    out = tmp_path / "paced.json"
+    both = "models/finsent-minilm-l6,models/finsent-multilingual"
+    r = subprocess.run(
+        [sys.executable, "-m", "bench.paced", "--rates", "20", "--seconds", "2", "--texts", "en,mixed",
+         "--model", both, "--model", "models/finsent-minilm-l6", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    rows = {(row["texts"], row["bundles"]): row for row in res["rows"]}
+    pair, alone = "finsent-minilm-l6+finsent-multilingual", "finsent-minilm-l6"
+    assert set(rows) == {(t, b) for t in ("en", "mixed") for b in (pair, alone)}
+    assert all(row["scored"] == 40 for row in rows.values())
+    assert rows[("en", pair)]["langs"] == rows[("en", alone)]["langs"] == {"en": 40}
+    assert rows[("mixed", pair)]["langs"] == {"en": 20, "zh": 20}
+    assert rows[("mixed", alone)]["langs"] == {"en": 20, "other": 20}
+    assert len(res["summary"]) == 4
+
+
 def test_paced_bench_refuses_bad_rates_in_one_line() -> None:
     r = subprocess.run([sys.executable, "-m", "bench.paced", "--rates", "fast"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
@@ -67,6 +89,12 @@ def test_paced_bench_refuses_bad_rates_in_one_line() -> None:
     r = subprocess.run([sys.executable, "-m", "bench.paced", "--broker-log", "info,loud"], cwd=REPO,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--broker-log" in r.stderr.splitlines()[-1]
+    r = subprocess.run([sys.executable, "-m", "bench.paced", "--texts", "en,fr"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--texts" in r.stderr.splitlines()[-1]
+    r = subprocess.run([sys.executable, "-m", "bench.paced", "--model", "no/such/bundle"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no/such/bundle" in r.stderr.splitlines()[-1]
 
 
 def test_candidates_bench_compares_bundles_on_every_set(tmp_path: Path) -> None:
