@@ -161,6 +161,33 @@ def test_calibrate_bundle_writes_manifest_report_and_is_idempotent(tmp_path: Pat
     assert calibrate_bundle(b, sets)["temperature"] == block["temperature"]  # fitted on raw logits
 
 
+def test_recalibration_refreshes_the_served_report(tmp_path: Path) -> None:
+    """eval.md / eval.json and the manifest's metrics follow the new temperature: ECE moves, labels do not."""
+    from training.calibrate import calibrate_bundle
+    from training.evaluate import SUMMARY_KEYS, bundle_probs, refresh_served_report, reports, write_report
+
+    b = make_bundle(tmp_path / "b", tasks=("sentiment",), languages=("en",))
+    words = {0: "fraud crash", 1: "the company", 2: "surge record"}
+    rng = np.random.default_rng(0)
+    y = [int(v) for v in rng.integers(0, 3, 300)]
+    sets = {"noisy_en": _labeled([words[v if rng.random() < 0.7 else (v + 1) % 3] for v in y], y, "en", "noisy")}
+    assert refresh_served_report(b, sets) == []  # no report yet: nothing to refresh
+    variant = load_bundle(b).variant
+    before = reports(sets, bundle_probs(b, sets, variant), variant)  # the export's report, at T = 1
+    write_report(before, b, title="tiny 1 (INT8, as served)")
+    m = json.loads((b / "manifest.json").read_text())
+    m["metrics"] = {"served_variant": variant, variant: {k: {s: v[s] for s in SUMMARY_KEYS} for k, v in before.items()}}
+    write_manifest(b, m)
+    calibrate_bundle(b, sets)
+    assert refresh_served_report(b, sets) == ["noisy_en"]
+    after = json.loads((b / "eval.json").read_text())["datasets"]["noisy_en"]
+    assert after["ece"] < before["noisy_en"]["ece"]
+    assert (after["accuracy"], after["macro_f1"]) == (before["noisy_en"]["accuracy"], before["noisy_en"]["macro_f1"])
+    loaded = load_bundle(b)  # the manifest's file hashes cover the rewritten report
+    assert loaded.manifest["metrics"][variant]["noisy_en"]["ece"] == after["ece"]
+    assert (b / "eval.md").read_text().startswith("# tiny 1 (INT8, as served)")
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True, text=True, timeout=300)
 

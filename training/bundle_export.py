@@ -33,6 +33,7 @@ from monitor.model.bundle import write_manifest
 from training.calibrate import calibrate_bundle
 from training.data import TASK_LABELS, Examples
 from training.evaluate import (
+    SUMMARY_KEYS,
     bundle_probs,
     evaluation_only,
     language_reports,
@@ -60,8 +61,6 @@ from training.train import load_trained
 
 if TYPE_CHECKING:
     from transformers import PreTrainedConfig
-
-SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "ece")
 
 
 def int8_hint(method: str, compute: str) -> str:

@@ -303,6 +303,7 @@ def user_sets(args: argparse.Namespace) -> dict[str, Examples]:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from monitor.model.bundle import MANIFEST, BundleError
     from training.calibrate import REPORT, calibrate_bundle
+    from training.evaluate import refresh_served_report
 
     path = Path(args.bundle) / MANIFEST
     try:
@@ -318,6 +319,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           + json.dumps(block["temperature"], ensure_ascii=False))  # fmt: skip
     print_calibration(block)
     print(f"  report: {Path(args.bundle) / REPORT}")
+    if args.limit:  # a subset would replace the full sets' figures in the evaluation report
+        print("  eval.md not refreshed (--limit)")
+    elif refreshed := refresh_served_report(Path(args.bundle), sets):
+        print(f"  eval.md refreshed at the new temperatures ({', '.join(refreshed)})")
     return 0
 
 
@@ -464,9 +469,11 @@ def _add_calibrate_command(sub: argparse._SubParsersAction[OneLineParser]) -> No
         "built with (from its manifest), by minimum negative log-likelihood, and write them into its "
         "manifest with calibration.md (ECE and NLL before / after, cross-fitted) and calibration.png "
         "(reliability diagrams). Labels never change; probabilities, confidences and sentiment scores "
-        "become honest. Export does this for every new bundle.",
+        "become honest. The evaluation report (eval.md / eval.json) is then re-scored at the new "
+        "temperatures. Export does this for every new bundle.",
     )
-    sp.add_argument("bundle", help="bundle directory (rewritten in place: manifest.json, calibration.md/png)")
+    sp.add_argument("bundle", help="bundle directory (rewritten in place: manifest.json, calibration.md/png, "
+                    "eval.md/json)")  # fmt: skip
     sp.add_argument("--limit", type=int, help="fit on a seeded random N rows of each set")
     sp.add_argument("--news-eval", help="evaluation-only English news file, reported, never fitted on "
                     "(default: PhraseBank 75%% agreement, when present)")  # fmt: skip

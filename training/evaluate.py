@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from monitor.model.bundle import load_bundle
+from monitor.model.bundle import MANIFEST, load_bundle, write_manifest
 from training.data import TASK_LABELS, Examples
 from training.metrics import classification_report
 from training.onnx_runner import OnnxRunner
 
 DEFAULT_LANG = "en"  # sets loaded from plain files carry no language: the default (tweets) recipe's
+SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "ece")  # per set in the manifest's metrics
+REPORT_JSON, REPORT_MD = "eval.json", "eval.md"
 
 
 def set_language(ex: Examples) -> str:
@@ -168,3 +170,38 @@ def write_report(results: dict[str, Any], out_dir: Path, extra: dict[str, Any] |
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def refresh_served_report(bundle_dir: Path, sets: dict[str, Examples]) -> list[str]:
+    """Re-score the served variant of a bundle whose temperatures changed: eval.md / eval.json and the
+    manifest's metrics for it then show probabilities as served now.
+
+    Only the sets the export reported are re-scored, so the report keeps its rows. A temperature never
+    changes a label, so accuracy, macro-F1 and every agreement figure stay as they were; ECE moves.
+    The fp32 figures (an int8-only bundle no longer holds the fp32 graph) stay the export's. Returns the
+    names of the sets re-scored; none when the bundle has no report.
+    """
+    bundle_dir = Path(bundle_dir)
+    manifest = json.loads((bundle_dir / MANIFEST).read_text(encoding="utf-8"))
+    metrics = manifest.get("metrics", {})
+    variant = metrics.get("served_variant")
+    if not variant or not (bundle_dir / REPORT_JSON).is_file() or variant not in metrics:
+        return []
+    usable = {name: ex for name, ex in sets.items() if name in metrics[variant]}
+    probs = bundle_probs(bundle_dir, usable, variant)
+    res, by_lang = reports(usable, probs, variant), language_reports(usable, probs, variant)
+    old = json.loads((bundle_dir / REPORT_JSON).read_text(encoding="utf-8"))
+    first = (
+        (bundle_dir / REPORT_MD).read_text(encoding="utf-8").splitlines()[0]
+        if (bundle_dir / REPORT_MD).is_file()
+        else ""
+    )
+    title = first.removeprefix("# ") or f"{manifest['name']} {manifest['version']} ({variant.upper()}, as served)"
+    extra = {k: v for k, v in old.items() if k not in ("datasets", "languages")}
+    write_report({**old.get("datasets", {}), **res}, bundle_dir, extra=extra, title=title,
+                 by_language={**old.get("languages", {}), **by_lang})  # fmt: skip
+    metrics[variant] = {**metrics[variant], **{k: {m: v[m] for m in SUMMARY_KEYS} for k, v in res.items()}}
+    key = f"{variant}_by_language"
+    metrics[key] = {**metrics.get(key, {}), **{k: {m: v[m] for m in SUMMARY_KEYS} for k, v in by_lang.items()}}
+    write_manifest(bundle_dir, manifest)
+    return sorted(res)
