@@ -173,14 +173,13 @@ def summarise(rows: list[dict[str, Any]], cases: list[tuple[str, str, str]],
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default="30,60", help="items/s, comma-separated (default 30,60)")
     ap.add_argument("--seconds", type=float, default=15.0, help="produce for this long at each rate")
     ap.add_argument("--model", action="append", metavar="DIRS",
                     help="the bundles one worker serves, comma-separated (default: the shipped bundles, English "
                          "first, as the worker's own default); repeat to run bundle sets side by side")  # fmt: skip
-
     ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the worker, e.g. FINSENT_MODEL__MAX_WAIT_MS=5 (repeatable)")  # fmt: skip
     ap.add_argument("--client", choices=["aiokafka", "kafka-python"], default="aiokafka", help="load generator")
@@ -193,14 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--burst", type=int, default=0, metavar="N", help="first N items as fast as possible (items/s)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the cases, every other round in reverse order")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "paced.json")
-    a = ap.parse_args(argv)
-    try:
-        rates = [float(r) for r in a.rates.split(",") if r.strip()]
-        env = dict(kv.split("=", 1) for kv in a.worker_env)
-    except ValueError:
-        ap.error("--rates takes numbers like 30,60 and --worker-env takes KEY=VALUE")
-    if not rates or min(rates) <= 0:
-        ap.error("--rates needs at least one positive rate")
+    return ap
+
+
+Case = tuple[str | None, str, str]  # broker log level, texts, bundle set label
+
+
+def cases(a: argparse.Namespace, ap: argparse.ArgumentParser) -> tuple[list[Case], dict[str, list[Path]]]:
+    """Every broker log level x input mix x bundle set, and the bundle sets by label; bad values: one line."""
     levels: list[str | None] = [None]
     if a.broker_log:
         levels = [lv.strip() for lv in a.broker_log.split(",") if lv.strip()]
@@ -218,19 +217,37 @@ def main(argv: list[str] | None = None) -> int:
     if missing or not all(sets):
         ap.error(f"--model: no bundle at {', '.join(missing) or 'an empty list'}")
     by_label = {bundle_label(b): b for b in sets}
-    cases = [(lv, m, label) for lv in levels for m in mixes for label in by_label]
+    return [(lv, m, label) for lv in levels for m in mixes for label in by_label], by_label
+
+
+ROW_COLUMNS = ["round", "broker_log", "texts", "bundles", "rate", "scored", "items_per_s", "broker_cores",
+               "worker_cores", "load_gen_cores", "log_mb_per_s", "mean_batch", "scoring_ms_per_batch", "p50", "p95",
+               "p99"]  # fmt: skip
+SUMMARY_COLUMNS = ["broker_log", "texts", "bundles", "rate", "items_per_s", "vs_scorer_alone", "worker_cpu_ms_per_item",
+                   "broker_cores", "worker_cores", "load_gen_cores", "log_mb_per_s", "p50", "p99"]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
+    a = ap.parse_args(argv)
+    try:
+        rates = [float(r) for r in a.rates.split(",") if r.strip()]
+        env = dict(kv.split("=", 1) for kv in a.worker_env)
+    except ValueError:
+        ap.error("--rates takes numbers like 30,60 and --worker-env takes KEY=VALUE")
+    if not rates or min(rates) <= 0:
+        ap.error("--rates needs at least one positive rate")
+    todo, by_label = cases(a, ap)
     if a.burst < 0 or a.rounds < 1:
         ap.error("--burst takes N >= 0 and --rounds N >= 1")
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    alone = scorer_alone(sets[0][0]) if a.burst else None
+    alone = scorer_alone(next(iter(by_label.values()))[0]) if a.burst else None
     rows: list[dict[str, Any]] = []
     for rnd in range(a.rounds):
-        for level, mix, label in cases if rnd % 2 == 0 else cases[::-1]:
+        for level, mix, label in todo if rnd % 2 == 0 else todo[::-1]:
             rows += [{"round": rnd + 1, **r}
                      for r in run(rates, a.seconds, by_label[label], env, a.client, level, a.burst, mix)]  # fmt: skip
-    cols = ["round", "broker_log", "texts", "bundles", "rate", "scored", "items_per_s", "broker_cores", "worker_cores", "load_gen_cores",
-            "log_mb_per_s", "mean_batch", "scoring_ms_per_batch", "p50", "p95", "p99"]  # fmt: skip
-    print(table(rows, cols))
+    print(table(rows, ROW_COLUMNS))
     result: dict[str, Any] = {"started": started, "client": a.client, "worker_env": env, "seconds": a.seconds,
                               "rows": rows}  # fmt: skip
     ran = list(dict.fromkeys((r["broker_log"], r["texts"], r["bundles"]) for r in rows))
@@ -238,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         result["scorer_alone_texts_per_s"] = alone
         result["summary"] = summarise(rows, ran, alone)
         print(f"\nmedian over {a.rounds} round(s); worker's scoring call alone (batch 32, bucket 16): {alone} texts/s")
-        print(table(result["summary"], ["broker_log", "texts", "bundles", "rate", "items_per_s", "vs_scorer_alone", "worker_cpu_ms_per_item", "broker_cores",
-                                        "worker_cores", "load_gen_cores", "log_mb_per_s", "p50", "p99"]))  # fmt: skip
+        print(table(result["summary"], SUMMARY_COLUMNS))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {a.out}")
