@@ -12,7 +12,6 @@ that export reads like any other.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from monitor.model.bundle import sha256_file
 from training.data import DataError, Examples
 
 if TYPE_CHECKING:
@@ -53,10 +53,6 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
     return out
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def check_members(metas: list[dict[str, Any]], runs: list[Path]) -> None:
     """Refuse members that are not the same network trained from the same start."""
     first = metas[0]["config"]
@@ -66,7 +62,7 @@ def check_members(metas: list[dict[str, Any]], runs: list[Path]) -> None:
             raise DataError(f"soup member {run} differs from {runs[0]} in {', '.join(diff)}: "
                             "members must share backbone, tasks, depth, length and seed")  # fmt: skip
     tokenizers = {
-        _digest(r / "tokenizer" / "tokenizer.json") for r in runs if (r / "tokenizer" / "tokenizer.json").is_file()
+        sha256_file(r / "tokenizer" / "tokenizer.json") for r in runs if (r / "tokenizer" / "tokenizer.json").is_file()
     }
     if len(tokenizers) > 1:
         raise DataError(f"soup members {', '.join(map(str, runs))} do not share one tokenizer")
@@ -127,6 +123,6 @@ def write_soup(runs: list[Path], out: Path, valid_sets: dict[str, Examples]) -> 
             "best_eval": {"step": None, "datasets": _brief(by_set), "languages": _brief(by_lang)},
             "soup": [{"run": r.name, "epochs": m["config"]["epochs"], "patience": m["config"]["patience"],
                       "steps": m["steps"], "seconds": m["seconds"], "best_mean_macro_f1": m["best_mean_macro_f1"],
-                      "best_sha256": _digest(r / "best.pt")} for r, m in zip(runs, metas, strict=True)]}  # fmt: skip
+                      "best_sha256": sha256_file(r / "best.pt")} for r, m in zip(runs, metas, strict=True)]}  # fmt: skip
     (out / "train.json").write_text(json.dumps(meta, indent=2))
     return meta
