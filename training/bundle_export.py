@@ -33,12 +33,12 @@ from monitor.model.bundle import write_manifest
 from training.calibrate import calibrate_bundle
 from training.data import TASK_LABELS, Examples
 from training.evaluate import (
-    SUMMARY_KEYS,
     bundle_probs,
     evaluation_only,
     language_reports,
     reports,
     set_language,
+    summaries,
     write_report,
 )
 from training.export import (
@@ -374,9 +374,9 @@ def _evaluate_stage(stage: Path, eval_sets: dict[str, Examples], title: str, par
     agreement_lang = int8_vs_fp32_by_language(eval_sets, probs32, probs8)
     metrics = {
         "served_variant": "int8",
-        "int8": {k: {m: v[m] for m in SUMMARY_KEYS} for k, v in res8.items()},
-        "fp32": {k: {m: v[m] for m in SUMMARY_KEYS} for k, v in res32.items()},
-        "int8_by_language": {k: {m: v[m] for m in SUMMARY_KEYS} for k, v in lang8.items()},
+        "int8": summaries(res8),
+        "fp32": summaries(res32),
+        "int8_by_language": summaries(lang8),
         "int8_vs_fp32": agreement,
         "int8_vs_fp32_by_language": agreement_lang,
     }

@@ -25,6 +25,11 @@ SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "ece")  # per set in the manifest's
 REPORT_JSON, REPORT_MD = "eval.json", "eval.md"
 
 
+def summaries(by_name: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each report cut to SUMMARY_KEYS, as the manifest's metrics hold them."""
+    return {k: {m: v[m] for m in SUMMARY_KEYS} for k, v in by_name.items()}
+
+
 def set_language(ex: Examples) -> str:
     """A set's language: its rows' (sources tag every row; a set is one source), else English."""
     if not ex.langs:
@@ -200,8 +205,8 @@ def refresh_served_report(bundle_dir: Path, sets: dict[str, Examples]) -> list[s
     extra = {k: v for k, v in old.items() if k not in ("datasets", "languages")}
     write_report({**old.get("datasets", {}), **res}, bundle_dir, extra=extra, title=title,
                  by_language={**old.get("languages", {}), **by_lang})  # fmt: skip
-    metrics[variant] = {**metrics[variant], **{k: {m: v[m] for m in SUMMARY_KEYS} for k, v in res.items()}}
+    metrics[variant] = {**metrics[variant], **summaries(res)}
     key = f"{variant}_by_language"
-    metrics[key] = {**metrics.get(key, {}), **{k: {m: v[m] for m in SUMMARY_KEYS} for k, v in by_lang.items()}}
+    metrics[key] = {**metrics.get(key, {}), **summaries(by_lang)}
     write_manifest(bundle_dir, manifest)
     return sorted(res)
