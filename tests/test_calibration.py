@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.core.scores import softmax
+from monitor.core.scores import row_temperatures, softmax
 from monitor.model.bundle import BundleError, load_bundle, write_manifest
 from monitor.model.scorer import Scorer
 from monitor.model.session import Classifier
@@ -86,7 +86,8 @@ def _calibrated(tmp_path: Path, temps: object, languages: tuple[str, ...] = ("en
 def test_scorer_divides_logits_by_the_routes_temperature(tmp_path: Path) -> None:
     b = _calibrated(tmp_path, {"sentiment": {"en": 2.0, "zh": 0.5}})
     bundle = load_bundle(b)
-    assert bundle.temperature("sentiment", "en") == 2.0 and bundle.temperature("topic", "en") == 1.0
+    assert row_temperatures(bundle.temperatures, "sentiment", ["en"]).item() == 2.0
+    assert row_temperatures(bundle.temperatures, "topic", ["en"]).item() == 1.0
     texts = ["shares surge record", "fraud lawsuit crash", "the company"]
     c = Classifier.from_bundle(bundle)
     raw = c.logits(c.encode(texts))["sentiment"]
@@ -154,7 +155,7 @@ def test_calibrate_bundle_writes_manifest_report_and_is_idempotent(tmp_path: Pat
     assert block["sets"]["phrasebank_75agree"]["fitted"] is False  # evaluation-only: reported, never fitted
     assert block["sets"]["noisy_en"]["ece_after"] < block["sets"]["noisy_en"]["ece_before"]
     loaded = load_bundle(b)  # the rewritten manifest still verifies every file, the report among them
-    assert loaded.temperature("sentiment", "en") == t and {"calibration.md", "calibration.png"} <= set(
+    assert loaded.temperatures["sentiment"]["en"] == t and {"calibration.md", "calibration.png"} <= set(
         loaded.manifest["files"]
     )
     assert "| sentiment/en | noisy_en |" in (b / "calibration.md").read_text()

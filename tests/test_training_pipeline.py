@@ -58,7 +58,7 @@ def test_train_export_quantise_parity_and_serve(tmp_path: Path) -> None:
     temps = manifest["calibration"]["temperature"]
     assert set(temps) == {"sentiment", "topic"} and all(0.05 <= t <= 20 for per in temps.values() for t in per.values())
     assert {"calibration.md", "calibration.png"} <= set(manifest["files"])
-    assert load_bundle(bundle).temperature("topic", "en") == temps["topic"]["en"]
+    assert load_bundle(bundle).temperatures["topic"]["en"] == temps["topic"]["en"]
     for variant in ("fp32", "int8"):
         b = load_bundle(bundle, variant)
         sess = ort.InferenceSession(str(b.model_file), providers=["CPUExecutionProvider"])

@@ -58,4 +58,4 @@ class OnnxRunner:
             return {t: softmax(v) for t, v in raw.items()}
         codes = list(langs) if langs else [detect_script(t) for t in texts]
         codes = [served_language(c, self.languages) for c in codes]
-        return {task: softmax(v, row_temperatures(self.temperatures.get(task, {}), codes)) for task, v in raw.items()}
+        return {task: softmax(v, row_temperatures(self.temperatures, task, codes)) for task, v in raw.items()}

@@ -27,8 +27,10 @@ def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.nda
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def row_temperatures(per_lang: Mapping[str, float], langs: Sequence[str]) -> np.ndarray:
-    """One task's temperature for each row's language, shaped [batch, 1] for `softmax`; 1 where none is set."""
+def row_temperatures(temperatures: Mapping[str, Mapping[str, float]], task: str, langs: Sequence[str]) -> np.ndarray:
+    """A bundle's temperature (task -> language -> T) for one task and each row's language, shaped
+    [batch, 1] for `softmax`; 1 where none is set."""
+    per_lang = temperatures.get(task, {})
     return np.array([[per_lang.get(lang, 1.0)] for lang in langs], dtype=np.float32)
 
 

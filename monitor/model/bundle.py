@@ -81,10 +81,6 @@ class Bundle:
     languages: tuple[str, ...] = DEFAULT_LANGUAGES
     temperatures: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> language -> T
 
-    def temperature(self, task: str, lang: str) -> float:
-        """The softmax temperature for one task in one language; 1 where the manifest has none."""
-        return self.temperatures.get(task, {}).get(lang, 1.0)
-
     @property
     def ident(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}

@@ -178,7 +178,7 @@ class Scorer:
         ids = model.classifier.encode(texts)
         logits = model.classifier.run_bucketed(ids, self.bucket_size, raw=True)
         for task_name in tasks:
-            p = softmax(logits[task_name], row_temperatures(model.bundle.temperatures.get(task_name, {}), langs))
+            p = softmax(logits[task_name], row_temperatures(model.bundle.temperatures, task_name, langs))
             labels = model.bundle.tasks[task_name].labels
             if p.shape[1] != len(labels):
                 raise BundleError(
